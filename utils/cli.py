@@ -1,0 +1,44 @@
+"""Uniform error handling for command-line entry points.
+
+Library code raises :class:`UserError` for bad input (a missing file, a malformed prompt,
+a size mismatch). Entry points wrap their ``main`` in :func:`run_cli`, which turns such an
+error into one line on stderr and a non-zero exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """Bad input from the user; the message is shown as-is, on one line."""
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv=None) -> int:
+    """Run ``main(argv)`` and map failures to exit codes.
+
+    ``UserError`` (and missing files) print ``error: <message>`` and return 2; Ctrl-C
+    returns 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except FileNotFoundError as exc:
+        name = exc.filename if exc.filename else exc
+        print(f"error: file not found: {name}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).warning("interrupted")
+        return EXIT_INTERRUPTED
+    return int(code or 0)

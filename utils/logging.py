@@ -1,0 +1,25 @@
+"""Logging setup shared by the entry points (library code only calls ``get_logger``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup_logging(level: int | str = logging.INFO, rank_zero_only: bool = True) -> None:
+    """Configure the root logger; under DDP, non-zero ranks only log warnings and above."""
+    if isinstance(level, str):
+        level = getattr(logging, level.upper())
+    if rank_zero_only and _rank() != 0:
+        level = max(level, logging.WARNING)
+    logging.basicConfig(level=level, format=_FORMAT, datefmt="%H:%M:%S", force=True)
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
