@@ -1,0 +1,132 @@
+"""MS, the TSMS memory rule: split the attended memory frames and prune redundant ones.
+
+SAM2 attends memory frames in a fixed order: conditioning frames first, then
+non-conditioning frames from oldest to newest (then object-pointer tokens, which are not
+frames and are never pruned). Call those frames ``m_0 ... m_{n-1}``.
+
+The rule (faithful to the paper's code):
+
+* Pruning acts only when ``n > memory_bank_size - prune_frames``.
+* With ``use_mem_split``, ``h = n // 2``:
+
+  - long-term candidates ``m_1 ... m_{h-1}``, reference ``m_0`` (the prompted frame);
+  - short-term candidates ``m_h ... m_{n-2}``, reference ``m_{n-1}`` (the newest);
+  - each half with more than ``prune_frames // 2`` candidates drops its
+    ``prune_frames // 2`` candidates most similar to its reference.
+
+* Without the split (SurgSAM-2's rule): candidates ``m_1 ... m_{n-2}``, reference
+  ``m_{n-1}``; drop the ``n + prune_frames - memory_bank_size`` most similar.
+* With ``pruning_threshold`` set, only candidates scoring ``>= threshold`` may be dropped
+  (still at most the counts above).
+
+``m_0`` and ``m_{n-1}`` are never dropped. Ties in similarity drop the earlier frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+SIMILARITIES = ("cosine_spatial", "cosine")
+
+
+@dataclass(frozen=True)
+class PruneGroup:
+    """One half of the memory: candidate frame indices judged against one reference."""
+
+    candidates: tuple
+    reference: int
+    max_drop: int
+
+
+def plan_pruning_groups(
+    num_frames: int,
+    memory_bank_size: int,
+    prune_frames: int,
+    use_mem_split: bool,
+) -> List[PruneGroup]:
+    """Which frames are candidates, against which reference, and how many may go.
+
+    Returns an empty list when the rule does not act (too few frames, or nothing to drop).
+    """
+    n = num_frames
+    if prune_frames <= 0 or n <= memory_bank_size - prune_frames:
+        return []
+    groups = []
+    if use_mem_split:
+        per_half = prune_frames // 2
+        h = n // 2
+        halves = [(tuple(range(1, h)), 0), (tuple(range(h, n - 1)), n - 1)]
+        for candidates, reference in halves:
+            if per_half > 0 and len(candidates) > per_half:
+                groups.append(PruneGroup(candidates, reference, per_half))
+    else:
+        candidates = tuple(range(1, n - 1))
+        max_drop = min(n + prune_frames - memory_bank_size, len(candidates))
+        if max_drop > 0:
+            groups.append(PruneGroup(candidates, n - 1, max_drop))
+    return groups
+
+
+def frame_similarity(candidates: torch.Tensor, reference: torch.Tensor, kind: str) -> torch.Tensor:
+    """Similarity of each candidate memory frame to a reference frame, in [-1, 1].
+
+    Args:
+        candidates: ``[K, HW, B, C]`` memory tokens of K frames (SAM2's seq-first layout).
+        reference: ``[HW, B, C]``.
+        kind: ``"cosine_spatial"``: per channel, the cosine between the two spatial maps
+            (over HW), averaged over channels; ``"cosine"``: per token, the cosine over
+            channels, averaged over tokens. Both are then averaged over the batch.
+
+    Returns:
+        ``[K]`` float32 scores.
+    """
+    cand = candidates.float()
+    ref = reference.float().unsqueeze(0).expand_as(cand)
+    if kind == "cosine_spatial":
+        sim = F.cosine_similarity(cand, ref, dim=1)  # [K, B, C]
+    elif kind == "cosine":
+        sim = F.cosine_similarity(cand, ref, dim=3)  # [K, HW, B]
+    else:
+        raise ValueError(f"unknown similarity {kind!r}; expected one of {SIMILARITIES}")
+    return sim.flatten(1).mean(dim=1)
+
+
+def _choose_drops(scores: torch.Tensor, group: PruneGroup, threshold: Optional[float]) -> List[int]:
+    order = torch.sort(scores, descending=True, stable=True).indices.tolist()
+    dropped = []
+    for pos in order[: group.max_drop]:
+        if threshold is not None and scores[pos].item() < threshold:
+            break  # sorted descending: nothing further qualifies either
+        dropped.append(group.candidates[pos])
+    return dropped
+
+
+def select_frames_to_prune(
+    frames: torch.Tensor,
+    *,
+    memory_bank_size: int = 7,
+    prune_frames: int = 2,
+    use_mem_split: bool = True,
+    similarity: str = "cosine_spatial",
+    pruning_threshold: Optional[float] = None,
+) -> List[int]:
+    """Indices (sorted) of the memory frames the MS rule drops.
+
+    Args:
+        frames: ``[n, HW, B, C]`` memory tokens of the n attended frames, in SAM2's order.
+    """
+    dropped: List[int] = []
+    groups = plan_pruning_groups(frames.shape[0], memory_bank_size, prune_frames, use_mem_split)
+    for group in groups:
+        scores = frame_similarity(frames[list(group.candidates)], frames[group.reference], similarity)
+        dropped.extend(_choose_drops(scores, group, pruning_threshold))
+    return sorted(dropped)
+
+
+def keep_indices(num_frames: int, dropped: Sequence[int]) -> List[int]:
+    gone = set(dropped)
+    return [i for i in range(num_frames) if i not in gone]

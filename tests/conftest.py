@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny random-weight SAM2 and a small synthetic two-object video."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# Keep the 2 shared CI cores from oversubscribing.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Turns sam2's tiny config into our mini config (configs/model/sam2.1_hiera_mini.yaml);
+# test_build checks the two stay identical, so sam2's own builder can build the mini model.
+MINI_OVERRIDES = [
+    "++model.image_encoder.trunk.embed_dim=32",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.position_encoding.num_pos_feats=64",
+    "++model.image_encoder.neck.d_model=64",
+    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
+    "++model.memory_attention.d_model=64",
+    "++model.memory_attention.num_layers=2",
+    "++model.memory_attention.layer.d_model=64",
+    "++model.memory_attention.layer.dim_feedforward=256",
+    "++model.memory_attention.layer.self_attention.feat_sizes=[8,8]",
+    "++model.memory_attention.layer.self_attention.embedding_dim=64",
+    "++model.memory_attention.layer.cross_attention.feat_sizes=[8,8]",
+    "++model.memory_attention.layer.cross_attention.embedding_dim=64",
+    "++model.memory_attention.layer.cross_attention.kv_in_dim=32",
+    "++model.memory_encoder.out_dim=32",
+    "++model.memory_encoder.in_dim=64",
+    "++model.memory_encoder.position_encoding.num_pos_feats=32",
+    "++model.memory_encoder.mask_downsampler.embed_dim=64",
+    "++model.memory_encoder.fuser.layer.dim=64",
+    "++model.image_size=128",
+]
+
+VIDEO_HW = (96, 128)
+NUM_FRAMES = 14
+
+
+def _disc(h, w, cy, cx, r):
+    yy, xx = np.mgrid[:h, :w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def make_two_object_video(out_dir: Path, num_frames: int = NUM_FRAMES, hw=VIDEO_HW, seed: int = 0):
+    """Two moving blobs on a textured background, as JPEG frames ``00000.jpg`` ...
+
+    Returns the ground-truth masks ``{obj_id: bool[T, H, W]}``.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    out_dir.mkdir(parents=True, exist_ok=True)
+    background = rng.integers(60, 120, size=(h, w, 3)).astype(np.uint8)
+    background[..., 0] = np.clip(background[..., 0].astype(int) + 80, 0, 255)  # reddish
+    masks = {1: np.zeros((num_frames, h, w), bool), 2: np.zeros((num_frames, h, w), bool)}
+    for t in range(num_frames):
+        img = background.copy()
+        m1 = _disc(h, w, 30 + t, 20 + 5 * t, 12)
+        m2 = _disc(h, w, 65 - t, 100 - 3 * t, 10) & ~m1
+        img[m1] = (200, 200, 210)
+        img[m2] = (40, 160, 60)
+        masks[1][t], masks[2][t] = m1, m2
+        Image.fromarray(img).save(out_dir / f"{t:05d}.jpg", quality=95)
+    return masks
+
+
+@pytest.fixture(scope="session")
+def two_object_video(tmp_path_factory):
+    video_dir = tmp_path_factory.mktemp("video") / "clip"
+    masks = make_two_object_video(video_dir)
+    return video_dir, masks
+
+
+@pytest.fixture(scope="session")
+def mini_checkpoint(tmp_path_factory):
+    """An official-format (``{"model": state_dict}``) file with random mini weights."""
+    from models import build_tsms_sam2
+
+    torch.manual_seed(0)
+    model = build_tsms_sam2("mini", memory="sam2")
+    path = tmp_path_factory.mktemp("ckpt") / "mini_random.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
