@@ -53,8 +53,14 @@ def read_checkpoint(path: os.PathLike | str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})") from exc
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        if any("Weights only load failed" in ln for ln in lines):
+            # torch's text suggests weights_only=False; we never do. Keep its diagnosis only.
+            after = [ln for ln in lines[1:] if "WeightsUnpickler" not in ln and not ln.startswith("Check the documentation")]
+            detail = f"not plain weights: {after[0]}" if after else "not plain weights"
+        else:
+            detail = lines[0] if lines else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({detail})") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
         raise CheckpointError(f"{path} is not a SAM2/TSMS checkpoint (expected a dict with a 'model' state dict)")
     if not any(k.startswith("image_encoder.") for k in ckpt["model"]):

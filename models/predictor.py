@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections import OrderedDict
 from typing import Dict, List, Optional
 
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
+from models.eviction import forget_evicted_frame, evict_unreachable_outputs
+from models.frames import EndOfStream, LazyFrameTensors
 from models.memory_attention import MemoryAttentionStats, memory_stats_from_inputs
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
         super().__init__(**kwargs)
         self._last_memory_stats: Optional[MemoryAttentionStats] = None
         self.memory_attention.register_forward_hook(self._record_memory_stats, with_kwargs=True)
+        self.memory_attention.register_forward_pre_hook(_match_memory_dtype, with_kwargs=True)
 
     def _record_memory_stats(self, module, args, kwargs, output):
         stats = getattr(module, "last_stats", None)
@@ -50,10 +54,78 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
             self.fill_hole_area = 0
 
     @torch.inference_mode()
-    def init_state(self, video_path, **kwargs):
-        state = super().init_state(video_path, **kwargs)
+    def init_state(self, video_path, offload_video_to_cpu=False, offload_state_to_cpu=False, evict_outputs=False, **kwargs):
+        """Start a tracking session.
+
+        Args:
+            video_path: a JPEG folder path (sam2's own loader, frames preloaded) or a frame
+                source with ``read(idx)`` (see ``inference.video_sources``), decoded lazily.
+            evict_outputs: drop per-frame outputs that the memory window can no longer
+                reach, so memory stays flat on long videos and live streams. Tracking
+                results are unchanged; prompting a frame whose outputs were evicted starts
+                that frame without its previous mask logits.
+        """
+        if hasattr(video_path, "read"):
+            state = self._init_lazy_state(video_path, offload_video_to_cpu, offload_state_to_cpu)
+        else:
+            state = super().init_state(video_path, offload_video_to_cpu, offload_state_to_cpu, **kwargs)
         state["memory_stats"] = {}
+        state["evict_outputs"] = bool(evict_outputs)
         return state
+
+    def _init_lazy_state(self, source, offload_video_to_cpu, offload_state_to_cpu):
+        """The same session dict sam2's ``init_state`` builds, over lazily decoded frames."""
+        images = LazyFrameTensors(source, self.image_size)
+        state = {
+            "images": images,
+            "num_frames": len(images),
+            "offload_video_to_cpu": offload_video_to_cpu,
+            "offload_state_to_cpu": offload_state_to_cpu,
+            "video_height": source.height,
+            "video_width": source.width,
+            "device": self.device,
+            "storage_device": torch.device("cpu") if offload_state_to_cpu else self.device,
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+        }
+        self._get_image_feature(state, frame_idx=0, batch_size=1)  # warm-up, as sam2 does
+        return state
+
+    @torch.inference_mode()
+    def propagate_in_video(self, inference_state, start_frame_idx=None, max_frame_num_to_track=None, reverse=False):
+        """SAM2's propagation, plus output eviction and a clean stop at the end of a live stream."""
+        frames = super().propagate_in_video(inference_state, start_frame_idx, max_frame_num_to_track, reverse)
+        while True:
+            try:
+                frame_idx, obj_ids, masks = next(frames)
+            except StopIteration:
+                return
+            except EndOfStream as end:
+                inference_state["num_frames"] = end.num_frames
+                log.info("live source ended after %d frames", end.num_frames)
+                return
+            yield frame_idx, obj_ids, masks
+            drop_outputs_before_first_prompt(inference_state, frame_idx, reverse)
+            if inference_state.get("evict_outputs"):
+                evict_unreachable_outputs(self, inference_state, frame_idx, reverse)
+
+    @torch.inference_mode()
+    def add_new_points_or_box(self, inference_state, frame_idx, obj_id, *args, **kwargs):
+        forget_evicted_frame(inference_state, frame_idx)
+        return super().add_new_points_or_box(inference_state, frame_idx, obj_id, *args, **kwargs)
+
+    @torch.inference_mode()
+    def add_new_mask(self, inference_state, frame_idx, obj_id, mask):
+        forget_evicted_frame(inference_state, frame_idx)
+        return super().add_new_mask(inference_state, frame_idx, obj_id, mask)
 
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, *args, **kwargs):
         self._last_memory_stats = None
@@ -69,6 +141,32 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
     def _reset_tracking_results(self, inference_state):
         super()._reset_tracking_results(inference_state)
         inference_state.get("memory_stats", {}).clear()
+
+
+def _match_memory_dtype(module, args, kwargs):
+    """Memory of bf16-stored frames alone (no fp32 object pointers to promote it) would
+    crash the fp32 attention; cast it. A no-op on SAM2's usual path, where it is fp32."""
+    curr = kwargs.get("curr")
+    curr = curr[0] if isinstance(curr, (list, tuple)) else curr
+    memory = kwargs.get("memory")
+    if curr is None or memory is None or memory.dtype == curr.dtype:
+        return None
+    kwargs = dict(kwargs, memory=memory.to(curr.dtype), memory_pos=kwargs["memory_pos"].to(curr.dtype))
+    return args, kwargs
+
+
+def drop_outputs_before_first_prompt(state, frame_idx: int, reverse: bool) -> None:
+    """An object prompted first on a later frame is tracked only from there.
+
+    sam2 runs every object on every frame and would keep what it predicted for an object
+    before its first prompt (from that future prompt's memory) as memory for later frames.
+    Those outputs are dropped so they never act as memory.
+    """
+    for out in state["output_dict_per_obj"].values():
+        conds = out["cond_frame_outputs"]
+        ahead = all(c < frame_idx for c in conds) if reverse else all(c > frame_idx for c in conds)
+        if conds and ahead:
+            out["non_cond_frame_outputs"].pop(frame_idx, None)
 
 
 def attended_tokens_per_frame(inference_state) -> Dict[int, float]:

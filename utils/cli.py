@@ -7,6 +7,7 @@ error into one line on stderr and a non-zero exit code instead of a traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable, Optional, Sequence
@@ -17,6 +18,13 @@ EXIT_INTERRUPTED = 130
 
 class UserError(Exception):
     """Bad input from the user; the message is shown as-is, on one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as a one-line :class:`UserError` (exit 2)."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
 
 
 def _one_line(message: str) -> str:

@@ -1,0 +1,69 @@
+"""Segment surgical videos with TSMS-SAM2 from mask, box or point prompts.
+
+Example:
+    python inference/predict_video.py --video_path ./samples/surgery.mp4 \\
+        --checkpoint ./checkpoints/tsms_sam2_best.pth --prompt_type mask --mask_path first.png
+"""
+
+import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own `training`)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import logging  # noqa: E402
+import os  # noqa: E402
+
+from inference.prompts import PROMPT_TYPES  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.logging import setup_logging  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(prog="predict_video.py", description=__doc__.splitlines()[0])
+    src = p.add_argument_group("input")
+    src.add_argument("--video_path", help="mp4/avi/mov file, frame folder, camera index (0) or stream URL")
+    src.add_argument("--dataset_dir", help="VOS split (JPEGImages/ + Annotations/): run every video, first-frame GT prompts")
+    src.add_argument("--live", action="store_true", help="treat --video_path as a live stream (segment frames as they arrive)")
+    model = p.add_argument_group("model")
+    model.add_argument("--checkpoint", help="our checkpoint (embeds its config) or an official SAM2 file")
+    model.add_argument("--model_cfg", help="model config for official SAM2 checkpoints, e.g. configs/sam2.1/sam2.1_hiera_s.yaml or 'small'")
+    model.add_argument("--memory", default=None, help="memory preset: tsms | sam2 | surgsam2 (default: the checkpoint's, else tsms)")
+    model.add_argument("--memory_bank_size", type=int, help="attended memory frames (SAM2's num_maskmem, default 7)")
+    model.add_argument("--pruning_threshold", type=float, help="only prune memory frames at least this similar (cosine)")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    pr = p.add_argument_group("prompts")
+    pr.add_argument("--prompt_type", default="mask", help=f"one of {', '.join(PROMPT_TYPES)} (default mask)")
+    pr.add_argument("--mask_path", help="palette PNG; each non-zero value is an object id")
+    pr.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="box for object 1, video pixels")
+    pr.add_argument("--points", help='points for object 1: "x,y,label;x,y,label" (label 1 positive, 0 negative)')
+    pr.add_argument("--prompt_frame", type=int, default=0, help="frame the prompt is on (default 0)")
+    pr.add_argument("--prompts", help="JSON file with per-object, per-frame prompts (see docs/usage.md)")
+    pr.add_argument("--track_later_objects", action="store_true", help="VOS mode: also prompt objects that appear after the first frame")
+    out = p.add_argument_group("output")
+    out.add_argument("--output_dir", default="./results", help="where <video>/<frame>.png masks go (default ./results)")
+    out.add_argument("--reverse", action="store_true", help="also propagate backwards from the prompt frame")
+    out.add_argument("--save_per_object", action="store_true", help="also write per_object/<video>/<obj_id>/<frame>.png")
+    out.add_argument("--overlay", action="store_true", help="also write overlays/<video>.mp4 with coloured masks and ids")
+    out.add_argument("--no_evict", action="store_true", help="keep every frame's outputs in memory (SAM2's behaviour)")
+    out.add_argument("--quiet", action="store_true", help="no progress bars")
+    out.add_argument("--log_level", default="INFO")
+    args = p.parse_args(argv)
+    if bool(args.video_path) == bool(args.dataset_dir):
+        raise UserError("give exactly one of --video_path or --dataset_dir")
+    if not args.checkpoint and not args.model_cfg:
+        raise UserError("give --checkpoint (ours or official) and/or --model_cfg")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
+    setup_logging(args.log_level)
+    logging.getLogger("sam2").setLevel(logging.WARNING)
+    from inference.runner import run_predict_video
+
+    run_predict_video(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

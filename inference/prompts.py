@@ -1,0 +1,184 @@
+"""Prompts for video segmentation: parsing, validation and application to the predictor.
+
+A :class:`Prompt` is one object's input on one frame: a mask, a box, points, or a box with
+points. Sources:
+
+* ``--prompt_type mask --mask_path first.png``: palette values become object ids;
+* ``--prompt_type box --box x1 y1 x2 y2`` (object 1);
+* ``--prompt_type point --points "x,y,label;x,y,label"`` (object 1; label 1 = positive);
+* ``--prompts prompts.json``: any mix, per object and frame (format in docs/usage.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from utils.cli import UserError
+
+PROMPT_TYPES = ("mask", "box", "point")
+
+
+@dataclass
+class Prompt:
+    """One object's prompt on one frame. Coordinates are video pixels (x, y).
+
+    ``mask``: bool ``[H, W]``; ``box``: ``[x1, y1, x2, y2]``; ``points``: ``[[x, y], ...]``
+    with ``labels`` (1 positive, 0 negative).
+    """
+
+    obj_id: int
+    frame_idx: int = 0
+    mask: Optional[np.ndarray] = None
+    box: Optional[List[float]] = None
+    points: Optional[List[List[float]]] = None
+    labels: Optional[List[int]] = None
+
+    def validate(self, height: int, width: int, num_frames: Optional[int]) -> None:
+        where = f"prompt for object {self.obj_id} on frame {self.frame_idx}"
+        if self.obj_id <= 0:
+            raise UserError(f"{where}: object ids must be positive integers")
+        if self.frame_idx < 0 or (num_frames is not None and self.frame_idx >= num_frames):
+            raise UserError(f"{where}: frame index outside the video (0..{(num_frames or 1) - 1})")
+        if self.mask is None and self.box is None and not self.points:
+            raise UserError(f"{where}: needs a mask, a box or points")
+        if self.mask is not None:
+            if self.mask.shape != (height, width):
+                raise UserError(
+                    f"{where}: mask is {self.mask.shape[1]}x{self.mask.shape[0]} but the video is {width}x{height}"
+                )
+            if not self.mask.any():
+                raise UserError(f"{where}: the mask is empty")
+        if self.box is not None:
+            x1, y1, x2, y2 = self.box
+            if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+                raise UserError(f"{where}: box {self.box} is outside the {width}x{height} frame or has no area")
+        for x, y in self.points or []:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise UserError(f"{where}: point ({x}, {y}) is outside the {width}x{height} frame")
+
+
+def parse_points(text: str) -> tuple:
+    """``"x,y,label;x,y,label"`` -> (points, labels)."""
+    points, labels = [], []
+    for chunk in filter(None, (c.strip() for c in text.split(";"))):
+        parts = [p.strip() for p in chunk.split(",")]
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            x, y, label = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise UserError(f"cannot parse point {chunk!r} in --points {text!r}; expected 'x,y,label;x,y,label'") from None
+        if label not in (0, 1):
+            raise UserError(f"point label must be 1 (positive) or 0 (negative), got {label} in {chunk!r}")
+        points.append([x, y])
+        labels.append(label)
+    if not points:
+        raise UserError(f"--points {text!r} holds no points")
+    return points, labels
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """A palette or single-channel PNG as an integer id map ``[H, W]``."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L", "1", "I", "I;16"):
+                raise UserError(f"mask {path} is {img.mode}, expected a palette or single-channel PNG of object ids")
+            return np.array(img).astype(np.int64)
+    except FileNotFoundError:
+        raise UserError(f"mask file not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read mask {path}: {exc}") from exc
+
+
+def masks_from_label_png(path: Path, frame_idx: int = 0) -> List[Prompt]:
+    """One mask prompt per non-zero id in a palette PNG."""
+    labels = read_label_png(path)
+    ids = [int(i) for i in np.unique(labels) if i != 0]
+    if not ids:
+        raise UserError(f"mask {path} is empty (no non-zero object ids)")
+    return [Prompt(obj_id=i, frame_idx=frame_idx, mask=labels == i) for i in ids]
+
+
+def prompts_from_json(path: Path) -> List[Prompt]:
+    """Read ``{"prompts": [{"obj_id": 1, "frame": 0, "mask"|"box"|"points": ...}, ...]}``.
+
+    ``mask`` is a PNG path (relative to the JSON file) whose non-zero pixels, or pixels equal
+    to ``mask_value`` if given, are the object; ``points`` is ``[[x, y, label], ...]``.
+    """
+    try:
+        spec = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"prompts file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"prompts file {path} is not valid JSON: {exc}") from exc
+    entries = spec.get("prompts") if isinstance(spec, dict) else spec
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"prompts file {path} must hold a non-empty list under 'prompts'")
+    prompts = []
+    for n, entry in enumerate(entries):
+        try:
+            prompt = Prompt(obj_id=int(entry["obj_id"]), frame_idx=int(entry.get("frame", 0)))
+            if "mask" in entry:
+                labels = read_label_png(Path(path).parent / entry["mask"])
+                value = entry.get("mask_value")
+                prompt.mask = labels == int(value) if value is not None else labels != 0
+            if "box" in entry:
+                prompt.box = [float(v) for v in entry["box"]]
+                if len(prompt.box) != 4:
+                    raise ValueError("box needs 4 numbers")
+            if "points" in entry:
+                prompt.points = [[float(p[0]), float(p[1])] for p in entry["points"]]
+                prompt.labels = [int(p[2]) for p in entry["points"]]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise UserError(f"prompts file {path}: entry {n} is malformed ({exc})") from exc
+        prompts.append(prompt)
+    return prompts
+
+
+def build_prompts(args, frame_names: Optional[Sequence[str]] = None) -> List[Prompt]:
+    """Prompts from parsed CLI arguments (see ``inference/predict_video.py``)."""
+    if args.prompts:
+        return prompts_from_json(Path(args.prompts))
+    if args.prompt_type not in PROMPT_TYPES:
+        raise UserError(f"unknown prompt type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}")
+    frame = args.prompt_frame
+    if args.prompt_type == "mask":
+        if not args.mask_path:
+            raise UserError("--prompt_type mask needs --mask_path (or a VOS dataset folder with Annotations)")
+        return masks_from_label_png(Path(args.mask_path), frame)
+    if args.prompt_type == "box":
+        if not args.box:
+            raise UserError("--prompt_type box needs --box x1 y1 x2 y2")
+        return [Prompt(obj_id=1, frame_idx=frame, box=list(args.box))]
+    if not args.points:
+        raise UserError('--prompt_type point needs --points "x,y,label;..."')
+    points, labels = parse_points(args.points)
+    return [Prompt(obj_id=1, frame_idx=frame, points=points, labels=labels)]
+
+
+def apply_prompts(predictor, state, prompts: Sequence[Prompt], frames: Optional[Sequence[int]] = None) -> Dict[int, List[int]]:
+    """Add prompts (optionally only those on ``frames``); returns {frame: [obj_ids]}."""
+    applied: Dict[int, List[int]] = {}
+    for p in sorted(prompts, key=lambda p: (p.frame_idx, p.obj_id)):
+        if frames is not None and p.frame_idx not in frames:
+            continue
+        if p.mask is not None:
+            predictor.add_new_mask(state, frame_idx=p.frame_idx, obj_id=p.obj_id, mask=p.mask)
+        if p.box is not None or p.points:
+            predictor.add_new_points_or_box(
+                state,
+                frame_idx=p.frame_idx,
+                obj_id=p.obj_id,
+                points=p.points,
+                labels=p.labels,
+                box=p.box,
+                clear_old_points=p.mask is None,
+            )
+        applied.setdefault(p.frame_idx, []).append(p.obj_id)
+    return applied

@@ -1,0 +1,75 @@
+"""Evicting per-frame outputs that tracking can no longer reach (flat memory on long videos).
+
+SAM2 keeps every tracked frame's outputs (memory features, mask logits, object pointer)
+for the whole video. Tracking frame ``u`` only reads:
+
+* memory features of the previous ``num_maskmem - 1`` frames (with the eval stride ``r``:
+  back to ``u - (num_maskmem - 2) * r - 1``), and
+* object pointers of the previous ``max_obj_ptrs_in_encoder - 1`` frames,
+
+plus the conditioning frames, which are never evicted. After frame ``t`` is yielded, every
+later frame in the same direction needs nothing older, so older outputs are dropped:
+memory features and mask logits beyond the memory reach, the whole entry beyond the pointer
+reach. Frames within reach of a conditioning frame are pinned, because a later pass in the
+other direction (or a re-run) starts from there. With that, results are identical to
+non-evicting tracking.
+"""
+
+from __future__ import annotations
+
+_STRIPPED = "evicted"
+
+
+def memory_reach(model) -> int:
+    """How many frames back a tracked frame's memory features can reach."""
+    if model.num_maskmem <= 1:
+        return 0
+    stride = max(1, int(getattr(model, "memory_temporal_stride_for_eval", 1)))
+    return max(1, (model.num_maskmem - 2) * stride + 1)
+
+
+def pointer_reach(model) -> int:
+    """How many frames back object pointers are read."""
+    return max(0, model.max_obj_ptrs_in_encoder - 1) if model.use_obj_ptrs_in_encoder else 0
+
+
+def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> int:
+    """Drop outputs unreachable from frames after ``frame_idx`` (in the tracking direction).
+
+    Returns the number of entries stripped or removed.
+    """
+    mem_reach, ptr_reach = memory_reach(model), pointer_reach(model)
+    reach = max(mem_reach, ptr_reach)
+    sign = -1 if reverse else 1
+    nxt = frame_idx + sign  # the next frame to be tracked
+    cond = {t for d in state["output_dict_per_obj"].values() for t in d["cond_frame_outputs"]}
+    changed = 0
+    for out in state["output_dict_per_obj"].values():
+        non_cond = out["non_cond_frame_outputs"]
+        for t in list(non_cond):
+            behind = (nxt - t) * sign  # how far back from the next frame
+            if behind <= mem_reach or any(abs(t - c) <= reach for c in cond):
+                continue
+            entry = non_cond[t]
+            if behind > ptr_reach:
+                del non_cond[t]
+                changed += 1
+            elif not entry.get(_STRIPPED):
+                non_cond[t] = {
+                    "obj_ptr": entry["obj_ptr"],
+                    "object_score_logits": entry["object_score_logits"],
+                    "maskmem_features": None,
+                    "maskmem_pos_enc": None,
+                    "pred_masks": None,
+                    _STRIPPED: True,
+                }
+                changed += 1
+    return changed
+
+
+def forget_evicted_frame(state, frame_idx: int) -> None:
+    """A new prompt on a stripped frame starts from scratch (its old logits are gone)."""
+    for out in state.get("output_dict_per_obj", {}).values():
+        entry = out["non_cond_frame_outputs"].get(frame_idx)
+        if entry is not None and entry.get(_STRIPPED):
+            del out["non_cond_frame_outputs"][frame_idx]
