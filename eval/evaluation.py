@@ -1,0 +1,138 @@
+"""Score a prediction folder against a ground-truth folder: validation, parallel scoring
+over videos, aggregation. :func:`evaluate_predictions` is what ``eval/evaluate.py`` calls."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from tqdm import tqdm
+
+from eval.aggregate import EvaluationResult, aggregate
+from eval.class_map import load_class_map
+from eval.masks import list_videos, natural_key
+from eval.metrics import DAVIS_BOUND_TH
+from eval.scoring import ScoringOptions, VideoScores, score_video
+from utils.cli import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Inputs of :func:`evaluate` (the CLI flags of ``eval/evaluate.py``).
+
+    class_map: a JSON path, the word "identity", or None (no class metrics).
+    workers: processes; None = one per available CPU core, at most one per video;
+    1 scores in this process.
+    """
+
+    pred_dir: Path
+    gt_dir: Path
+    skip_first: bool = False
+    skip_last: bool = False
+    videos: Optional[Sequence[str]] = None
+    objects: Optional[Sequence[int]] = None
+    class_map: Optional[str] = None
+    allow_missing: bool = False
+    workers: Optional[int] = None
+    bound_th: float = DAVIS_BOUND_TH
+    progress: bool = True
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_videos(config: EvaluationConfig) -> List[str]:
+    """Check both folders and return the videos to score (a :class:`UserError` if unusable)."""
+    gt_dir, pred_dir = Path(config.gt_dir), Path(config.pred_dir)
+    if not gt_dir.is_dir():
+        raise UserError(f"ground-truth directory not found: {gt_dir}")
+    if not pred_dir.is_dir():
+        raise UserError(f"prediction directory not found: {pred_dir}")
+    gt_videos = list_videos(gt_dir)
+    if not gt_videos:
+        raise UserError(f"ground-truth directory {gt_dir} is empty: expected one folder per video "
+                        f"(<video>/<frame>.png or <video>/<object_id>/<frame>.png)")
+    videos = gt_videos
+    if config.videos:
+        unknown = [v for v in config.videos if v not in set(gt_videos)]
+        if unknown:
+            raise UserError(f"--videos: not in the ground truth {gt_dir}: {', '.join(unknown)}")
+        videos = sorted(set(config.videos), key=natural_key)
+    pred_videos = set(list_videos(pred_dir))
+    missing = [v for v in videos if v not in pred_videos]
+    if missing and not config.allow_missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise UserError(f"{len(missing)} ground-truth video(s) missing from the predictions {pred_dir}: "
+                        f"{shown}; pass --allow_missing to score them as empty predictions")
+    for v in missing:
+        logger.warning("video %s has no prediction folder; scored as empty predictions", v)
+    extra = sorted(pred_videos - set(gt_videos), key=natural_key)
+    if extra:
+        logger.warning("%d prediction folder(s) without ground truth ignored: %s", len(extra), ", ".join(extra[:5]))
+    return videos
+
+
+def map_videos(fn: Callable[[str], VideoScores], videos: Sequence[str], workers: int,
+               progress: bool = True) -> List[VideoScores]:
+    """Apply ``fn`` to every video, in ``workers`` processes, with a progress bar (stderr)."""
+    results = {}
+    disable = None if progress else True  # None: only on a terminal
+    if workers <= 1:
+        with tqdm(total=len(videos), desc="evaluating", unit="video", disable=disable) as bar:
+            for name in videos:
+                results[name] = fn(name)
+                bar.update()
+    else:
+        # The pool exists before tqdm starts its monitor thread, so no thread is forked.
+        with multiprocessing.get_context().Pool(workers) as pool:
+            with tqdm(total=len(videos), desc="evaluating", unit="video", disable=disable) as bar:
+                for scores in pool.imap_unordered(fn, videos):
+                    results[scores.name] = scores
+                    bar.update()
+    return [results[name] for name in videos]
+
+
+def evaluate_predictions(config: EvaluationConfig) -> EvaluationResult:
+    """Score every selected video and aggregate (see ``docs/evaluation.md``)."""
+    start = time.perf_counter()
+    videos = resolve_videos(config)
+    class_map = load_class_map(config.class_map)
+    objects = frozenset(int(i) for i in config.objects) if config.objects else None
+    options = ScoringOptions(config.skip_first, config.skip_last, config.allow_missing, objects, config.bound_th)
+    workers = config.workers if config.workers is not None else available_cpus()
+    workers = max(1, min(workers, len(videos)))
+    logger.info("scoring %d video(s) with %d worker(s)", len(videos), workers)
+    fn = partial(score_video, gt_root=Path(config.gt_dir), pred_root=Path(config.pred_dir),
+                 options=options, class_map=class_map)
+    scores = map_videos(fn, videos, workers, config.progress)
+    if not any(s.objects for s in scores):
+        which = f" with ids {sorted(objects)}" if objects else ""
+        raise UserError(f"no ground-truth object{which} found in {config.gt_dir}; nothing to score")
+    settings = {
+        "gt_dir": str(config.gt_dir),
+        "pred_dir": str(config.pred_dir),
+        "videos": list(videos),
+        "objects": sorted(objects) if objects else None,
+        "skip_first": config.skip_first,
+        "skip_last": config.skip_last,
+        "allow_missing": config.allow_missing,
+        "class_map": config.class_map,
+        "bound_th": config.bound_th,
+        "workers": workers,
+    }
+    result = aggregate(scores, settings)
+    logger.info("evaluated %d frames of %d video(s) in %.1f s", result.n_frames, len(videos),
+                time.perf_counter() - start)
+    return result
