@@ -38,6 +38,45 @@ SAM2_SIZE_ALIASES = {
     "mini": "sam2.1_hiera_mini",
 }
 
+# configs/model/sam2.1_hiera_mini.yaml expressed as overrides on sam2's own tiny config, so
+# sam2's builder can build the same model (parity tests, benchmarks); a test keeps them equal.
+MINI_FROM_TINY_OVERRIDES = (
+    "++model.image_encoder.trunk.embed_dim=32",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.position_encoding.num_pos_feats=64",
+    "++model.image_encoder.neck.d_model=64",
+    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
+    "++model.memory_attention.d_model=64",
+    "++model.memory_attention.num_layers=2",
+    "++model.memory_attention.layer.d_model=64",
+    "++model.memory_attention.layer.dim_feedforward=256",
+    "++model.memory_attention.layer.self_attention.feat_sizes=[8,8]",
+    "++model.memory_attention.layer.self_attention.embedding_dim=64",
+    "++model.memory_attention.layer.cross_attention.feat_sizes=[8,8]",
+    "++model.memory_attention.layer.cross_attention.embedding_dim=64",
+    "++model.memory_attention.layer.cross_attention.kv_in_dim=32",
+    "++model.memory_encoder.out_dim=32",
+    "++model.memory_encoder.in_dim=64",
+    "++model.memory_encoder.position_encoding.num_pos_feats=32",
+    "++model.memory_encoder.mask_downsampler.embed_dim=64",
+    "++model.memory_encoder.fuser.layer.dim=64",
+    "++model.image_size=128",
+)
+
+
+def resolution_overrides(image_size: int) -> list:
+    """Overrides that run a model at another input size (RoPE grids follow image_size / 16)."""
+    if image_size % 16:
+        raise UserError(f"image size must be a multiple of 16, got {image_size}")
+    grid = f"[{image_size // 16},{image_size // 16}]"
+    return [
+        f"model.image_size={image_size}",
+        f"model.memory_attention.layer.self_attention.feat_sizes={grid}",
+        f"model.memory_attention.layer.cross_attention.feat_sizes={grid}",
+    ]
+
+
 SAM2_MEMORY_TARGET = "sam2.modeling.memory_attention.MemoryAttention"
 TSMS_MEMORY_KEYS = (
     "memory_bank_size",

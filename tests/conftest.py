@@ -10,34 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from models.config import MINI_FROM_TINY_OVERRIDES
+
 # Keep the 2 shared CI cores from oversubscribing.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-# Turns sam2's tiny config into our mini config (configs/model/sam2.1_hiera_mini.yaml);
-# test_build checks the two stay identical, so sam2's own builder can build the mini model.
-MINI_OVERRIDES = [
-    "++model.image_encoder.trunk.embed_dim=32",
-    "++model.image_encoder.trunk.stages=[1,1,2,1]",
-    "++model.image_encoder.trunk.global_att_blocks=[3]",
-    "++model.image_encoder.neck.position_encoding.num_pos_feats=64",
-    "++model.image_encoder.neck.d_model=64",
-    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
-    "++model.memory_attention.d_model=64",
-    "++model.memory_attention.num_layers=2",
-    "++model.memory_attention.layer.d_model=64",
-    "++model.memory_attention.layer.dim_feedforward=256",
-    "++model.memory_attention.layer.self_attention.feat_sizes=[8,8]",
-    "++model.memory_attention.layer.self_attention.embedding_dim=64",
-    "++model.memory_attention.layer.cross_attention.feat_sizes=[8,8]",
-    "++model.memory_attention.layer.cross_attention.embedding_dim=64",
-    "++model.memory_attention.layer.cross_attention.kv_in_dim=32",
-    "++model.memory_encoder.out_dim=32",
-    "++model.memory_encoder.in_dim=64",
-    "++model.memory_encoder.position_encoding.num_pos_feats=32",
-    "++model.memory_encoder.mask_downsampler.embed_dim=64",
-    "++model.memory_encoder.fuser.layer.dim=64",
-    "++model.image_size=128",
-]
+# The mini config as overrides on sam2's tiny config, so sam2's own builder can build it.
+MINI_OVERRIDES = list(MINI_FROM_TINY_OVERRIDES)
 
 VIDEO_HW = (96, 128)
 NUM_FRAMES = 14

@@ -1,0 +1,44 @@
+"""Generate synthetic surgical-like videos in the VOS layout (see data/synthetic_video.py).
+
+    python data/synthetic.py --out datasets/synthetic --num_videos 8 --num_frames 48 --seed 0 \
+        [--speed slow|fast|mixed] [--size 512 512] [--fps 10] [--no_mp4]
+"""
+
+import sys, pathlib  # noqa: E401  (bootstrap: repo root first, before any project import)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from utils.cli import run_cli  # noqa: E402
+from utils.logging import setup_logging  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output directory (replaced if written by this tool)")
+    parser.add_argument("--num_videos", type=int, required=True)
+    parser.add_argument("--num_frames", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed", choices=["slow", "fast", "mixed"], default="mixed",
+                        help="mixed alternates slow (even index) and fast (odd index) videos")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[512, 512])
+    parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4 files")
+    parser.add_argument("--no_mp4", action="store_true", help="skip writing videos/<name>.mp4")
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from data.synthetic_video import write_synthetic_dataset
+
+    write_synthetic_dataset(
+        args.out, args.num_videos, args.num_frames, seed=args.seed, speed=args.speed,
+        size=args.size, fps=args.fps, write_mp4=not args.no_mp4,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
