@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from data.mask_io import read_label_png
 from inference.prompts import Prompt, apply_prompts
 from inference.writers import MaskWriter, OverlayWriter, logits_to_label_map
 from models.predictor import attended_tokens_per_frame
@@ -222,13 +223,10 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
 def _write_overlay_from_masks(source, outputs: _VideoOutputs, total: int) -> None:
     """Offline overlays are rendered in frame order once all masks exist (reverse passes
     produce frames out of order)."""
-    from PIL import Image
-
     writer = OverlayWriter(outputs.tmp / "overlay.mp4", source.fps, source.width, source.height)
     try:
         for f in range(total):
-            with Image.open(outputs.masks.dir / f"{source.frame_name(f)}.png") as img:
-                labels = np.array(img)
+            labels = read_label_png(outputs.masks.dir / f"{source.frame_name(f)}.png")
             writer.write(source.read(f), labels)
     finally:
         writer.close()

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
-
+from data.mask_io import read_label_png as read_id_png
 from utils.cli import UserError
 
 PROMPT_TYPES = ("mask", "box", "point")
@@ -41,8 +40,8 @@ class Prompt:
 
     def validate(self, height: int, width: int, num_frames: Optional[int]) -> None:
         where = f"prompt for object {self.obj_id} on frame {self.frame_idx}"
-        if self.obj_id <= 0:
-            raise UserError(f"{where}: object ids must be positive integers")
+        if not 0 < self.obj_id < 256:
+            raise UserError(f"{where}: object ids must lie in 1..255 (palette PNG outputs)")
         if self.frame_idx < 0 or (num_frames is not None and self.frame_idx >= num_frames):
             raise UserError(f"{where}: frame index outside the video (0..{(num_frames or 1) - 1})")
         if self.mask is None and self.box is None and not self.points:
@@ -84,16 +83,13 @@ def parse_points(text: str) -> tuple:
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """A palette or single-channel PNG as an integer id map ``[H, W]``."""
+    """A palette or single-channel PNG as an id map ``[H, W]``; bad files are user errors."""
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("P", "L", "1", "I", "I;16"):
-                raise UserError(f"mask {path} is {img.mode}, expected a palette or single-channel PNG of object ids")
-            return np.array(img).astype(np.int64)
+        return read_id_png(path)
     except FileNotFoundError:
         raise UserError(f"mask file not found: {path}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read mask {path}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot use mask {path}: {exc}") from exc
 
 
 def masks_from_label_png(path: Path, frame_idx: int = 0) -> List[Prompt]:

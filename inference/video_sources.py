@@ -9,7 +9,6 @@ names as the ground truth. Nothing is preloaded: a 1-hour video costs no more me
 from __future__ import annotations
 
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from data.mask_io import list_frames
 from models.frames import EndOfStream
 from utils.cli import UserError
 
@@ -26,11 +26,6 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 _ARRIVALS_KEPT = 256  # arrival times kept for latency figures
-
-
-def _numeric_key(name: str):
-    digits = re.findall(r"\d+", name)
-    return (int(digits[-1]) if digits else -1, name)
 
 
 class ImageFolderSource:
@@ -42,9 +37,7 @@ class ImageFolderSource:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise UserError(f"video folder not found: {self.folder}")
-        self.paths = sorted(
-            (p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=lambda p: _numeric_key(p.stem)
-        )
+        self.paths = list_frames(self.folder, IMAGE_EXTS)
         if not self.paths:
             raise UserError(f"no frames ({'/'.join(IMAGE_EXTS)}) in {self.folder}")
         self.name = self.folder.name

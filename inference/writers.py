@@ -11,29 +11,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data.mask_io import davis_palette, write_label_png
+
 log = logging.getLogger(__name__)
-
-
-def davis_palette() -> list:
-    """The DAVIS colour palette (id 0 black, 1 red, 2 green, ...) as a flat PIL list."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette.flatten().tolist()
-
-
-PALETTE = davis_palette()
 
 
 def logits_to_label_map(obj_ids: Sequence[int], logits: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Per-object mask logits ``[N, 1, H, W]`` -> id map ``[H, W]`` (highest positive logit wins)."""
-    labels = np.zeros((height, width), dtype=np.uint8 if max(obj_ids, default=0) < 256 else np.uint16)
+    labels = np.zeros((height, width), dtype=np.uint8)
     if len(obj_ids) == 0:
         return labels
     scores = logits[:, 0].float()
@@ -42,15 +27,6 @@ def logits_to_label_map(obj_ids: Sequence[int], logits: torch.Tensor, height: in
     ids = torch.as_tensor(list(obj_ids), dtype=torch.int64)
     labels[...] = torch.where(positive, ids[best], torch.zeros_like(best)).cpu().numpy()
     return labels
-
-
-def save_label_png(path: Path, labels: np.ndarray) -> None:
-    if labels.dtype == np.uint8:
-        img = Image.fromarray(labels, mode="P")
-        img.putpalette(PALETTE)
-    else:
-        img = Image.fromarray(labels.astype(np.uint16))
-    img.save(path)
 
 
 class MaskWriter:
@@ -64,7 +40,7 @@ class MaskWriter:
         self.written = 0
 
     def write(self, frame_name: str, labels: np.ndarray, obj_ids: Sequence[int]) -> None:
-        save_label_png(self.dir / f"{frame_name}.png", labels)
+        write_label_png(self.dir / f"{frame_name}.png", labels)
         if self.per_object_dir is not None:
             for obj_id in obj_ids:
                 d = self.per_object_dir / str(obj_id)
@@ -82,7 +58,7 @@ class OverlayWriter:
         if not self.writer.isOpened():
             raise RuntimeError(f"cannot open video writer for {self.path}")
         self.alpha = alpha
-        self.colors = np.array(PALETTE, dtype=np.uint8).reshape(256, 3)
+        self.colors = davis_palette()
 
     def write(self, rgb: np.ndarray, labels: np.ndarray) -> None:
         out = rgb.astype(np.float32)

@@ -73,20 +73,6 @@ def _instantiate(cfg: DictConfig, ckpt: Optional[Mapping], ckpt_path, device, mo
     return model
 
 
-def build_tsms_sam2(
-    config: Optional[ConfigLike] = None,
-    ckpt_path: Optional[str] = None,
-    device: str | torch.device = "cpu",
-    mode: str = "eval",
-    memory: Optional[str] = "tsms",
-    memory_options: Optional[Mapping] = None,
-    hydra_overrides_extra: Sequence[str] = (),
-) -> torch.nn.Module:
-    """Build a SAM2Base-style model (the config's own ``model._target_``)."""
-    model, _ = build_with_config(config, ckpt_path, device, mode, memory, memory_options, hydra_overrides_extra)
-    return model
-
-
 def build_with_config(
     config: Optional[ConfigLike] = None,
     ckpt_path: Optional[str] = None,
@@ -96,10 +82,27 @@ def build_with_config(
     memory_options: Optional[Mapping] = None,
     hydra_overrides_extra: Sequence[str] = (),
 ) -> Tuple[torch.nn.Module, DictConfig]:
-    """Like :func:`build_tsms_sam2` but also returns the resolved config."""
+    """Build a model and return it with its resolved config.
+
+    Args:
+        config: model config (path, sam2 config name, size alias or mapping); may be
+            omitted for our checkpoints, which embed theirs.
+        ckpt_path: official SAM2 checkpoint or ours, loaded strictly.
+        mode: ``"eval"`` or ``"train"``.
+        memory / memory_options / hydra_overrides_extra: see
+            :func:`build_tsms_sam2_video_predictor`.
+    """
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     cfg = compose_model_config(config, ckpt, memory, memory_options, hydra_overrides_extra)
     return _instantiate(cfg, ckpt, ckpt_path, device, mode), cfg
+
+
+def build_tsms_sam2(*args, **kwargs) -> torch.nn.Module:
+    """Build a SAM2Base-style model (the config's own ``model._target_``).
+
+    Same arguments as :func:`build_with_config`; returns only the model.
+    """
+    return build_with_config(*args, **kwargs)[0]
 
 
 def build_tsms_sam2_video_predictor(

@@ -130,7 +130,7 @@ def test_bad_checkpoint_files(tmp_path, kind):
     elif kind == "no_sam2":
         torch.save({"model": {"fc.weight": torch.zeros(2)}}, path)
     elif kind == "pickle":  # arbitrary objects are refused by weights_only loading
-        path.write_bytes(pickle.dumps({"model": np.dtype("float32")}))
+        path.write_bytes(pickle.dumps({"model": np.dtype("float32")}, protocol=2))
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(path)
     assert str(path) in str(err.value)
