@@ -35,7 +35,7 @@ _POSTPROCESSING_OVERRIDES = (
 def compose_model_config(
     config: Optional[ConfigLike] = None,
     ckpt: Optional[Mapping] = None,
-    memory: Optional[str] = "tsms",
+    memory: Optional[str] = None,
     memory_options: Optional[Mapping] = None,
     hydra_overrides_extra: Sequence[str] = (),
 ) -> DictConfig:
@@ -78,7 +78,7 @@ def build_with_config(
     ckpt_path: Optional[str] = None,
     device: str | torch.device = "cpu",
     mode: str = "eval",
-    memory: Optional[str] = "tsms",
+    memory: Optional[str] = None,
     memory_options: Optional[Mapping] = None,
     hydra_overrides_extra: Sequence[str] = (),
 ) -> Tuple[torch.nn.Module, DictConfig]:
@@ -109,7 +109,7 @@ def build_tsms_sam2_video_predictor(
     config: Optional[ConfigLike] = None,
     ckpt_path: Optional[str] = None,
     device: str | torch.device = "cpu",
-    memory: Optional[str] = "tsms",
+    memory: Optional[str] = None,
     hydra_overrides_extra: Sequence[str] = (),
     memory_options: Optional[Mapping] = None,
     mode: str = "eval",
@@ -122,7 +122,9 @@ def build_tsms_sam2_video_predictor(
             omitted when ``ckpt_path`` is one of our checkpoints, which embed their config.
         ckpt_path: official SAM2 checkpoint or ours; loaded strictly.
         memory: ``"tsms"`` (MS on), ``"sam2"`` (plain SAM2), another preset from
-            ``configs/memory/``, or ``None`` to keep what the config says.
+            ``configs/memory/``, or ``None`` (default): keep what the config says, which
+            for our checkpoints is what they were trained with; sam2's own configs get
+            ``"tsms"``.
         hydra_overrides_extra: Hydra-style overrides, applied last.
         memory_options: e.g. ``{"pruning_threshold": 0.9, "memory_bank_size": 7}``.
         apply_postprocessing: the same post-processing as sam2's builder.

@@ -168,7 +168,7 @@ def uses_tsms_memory(cfg: DictConfig) -> bool:
 
 def set_memory(
     cfg: DictConfig,
-    memory: Optional[str] = "tsms",
+    memory: Optional[str] = None,
     memory_options: Optional[Mapping] = None,
 ) -> DictConfig:
     """Choose the memory module in place.
