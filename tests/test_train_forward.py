@@ -1,0 +1,150 @@
+"""The training forward: prompt simulation, correction clicks, outputs and gradients (mini model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import TSMSMemoryAttention, build_with_config
+from training.batch import TrainBatch
+from training.losses import SAM2VideoLoss
+from training.model import TRAIN_MODEL_TARGET, TSMSTrainModel
+from training.prompts import PromptConfig, plan_prompts, sample_box, sample_click
+
+T, SIZE = 4, 128
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on the 2 shared CI cores, 2 spinning threads per test are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def train_model():
+    torch.manual_seed(0)
+    model, _ = build_with_config("mini", mode="train", memory="tsms",
+                                 hydra_overrides_extra=[f"++model._target_={TRAIN_MODEL_TARGET}"])
+    return model
+
+
+def _batch(num_frames=T, absent_frame=None):
+    """Two clips; clip 0 has two objects (a moving square, a bar), clip 1 one object."""
+    torch.manual_seed(1)
+    images = torch.randn(num_frames, 2, 3, SIZE, SIZE)
+    masks = torch.zeros(num_frames, 3, SIZE, SIZE, dtype=torch.bool)
+    for t in range(num_frames):
+        masks[t, 0, 20 + 4 * t : 60 + 4 * t, 30:70] = True
+        masks[t, 1, 90:110, 10 + 5 * t : 60 + 5 * t] = True
+        masks[t, 2, 40:90, 40:90] = True
+    if absent_frame is not None:
+        masks[absent_frame, 1] = False  # the bar leaves the view
+    return TrainBatch(images, masks, torch.tensor([0, 0, 1]))
+
+
+# ------------------------------------------------------------------ prompts
+def test_click_is_sampled_from_the_error_region():
+    gt = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    gt[0, 0, 2:5, 2:5] = True
+    pred = gt.clone()
+    pred[0, 0, 3, 3] = False  # one missed pixel: a positive click there
+    points, labels = sample_click(gt, pred, _gen())
+    assert points.tolist() == [[[3.0, 3.0]]] and labels.tolist() == [[1]]
+    pred = gt.clone()
+    pred[0, 0, 7, 6] = True  # one false positive at (x=6, y=7): a negative click there
+    points, labels = sample_click(gt, pred, _gen())
+    assert points.tolist() == [[[6.0, 7.0]]] and labels.tolist() == [[0]]
+    points, labels = sample_click(gt, gt.clone(), _gen())  # perfect: a negative click on background
+    x, y = (int(v) for v in points[0, 0])
+    assert labels.item() == 0 and not gt[0, 0, y, x]
+    points, labels = sample_click(gt, None, _gen())  # from the ground truth: positive, inside
+    x, y = (int(v) for v in points[0, 0])
+    assert labels.item() == 1 and gt[0, 0, y, x]
+
+
+def test_box_prompt_covers_the_mask():
+    gt = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    gt[0, 0, 5:10, 8:20] = True  # rows 5..9, cols 8..19; object 1 is absent
+    points, labels = sample_box(gt, _gen(), noise=0.0)
+    assert points[0].tolist() == [[8.0, 5.0], [19.0, 9.0]] and labels.tolist() == [[2, 3], [2, 3]]
+    assert points[1].abs().sum() == 0
+    noisy, _ = sample_box(gt, _gen(), noise=0.1, noise_bound=20)
+    assert (noisy[0] - points[0]).abs().max() <= 0.1 * 11 + 1e-5
+
+
+def test_prompt_plans_are_seeded_and_cover_every_kind():
+    gt = _batch().masks
+    kinds = {plan_prompts(gt, PromptConfig(), _gen(s)).kind for s in range(40)}
+    assert kinds == {"mask", "box", "point"}
+    a, b = plan_prompts(gt, PromptConfig(), _gen(7)), plan_prompts(gt, PromptConfig(), _gen(7))
+    assert (a.kind, a.init_cond_frames, a.frames_to_correct) == (b.kind, b.init_cond_frames, b.frames_to_correct)
+    masks_only = plan_prompts(gt, PromptConfig(prob_point_input=0.0), _gen(3))
+    assert masks_only.kind == "mask" and masks_only.frames_to_correct == [] and masks_only.init_cond_frames[0] == 0
+    clicks = plan_prompts(gt, PromptConfig(prob_point_input=1.0, prob_box_input=0.0, rand_init_cond_frames=False), _gen(3))
+    assert clicks.kind == "point" and len(clicks.init_cond_frames) == 2
+    assert clicks.frames_to_correct[:2] == clicks.init_cond_frames and len(clicks.frames_to_correct) <= 2
+    with pytest.raises(ValueError, match="prob_point_input"):
+        PromptConfig(prob_point_input=1.5)
+
+
+# ------------------------------------------------------------------ forward
+def test_train_model_is_sam2_with_the_ms_memory(train_model):
+    assert isinstance(train_model, TSMSTrainModel) and train_model.training
+    assert isinstance(train_model.memory_attention, TSMSMemoryAttention)
+    assert train_model.memory_attention.pruning_active  # MS applies in training too
+
+
+@pytest.mark.parametrize("kind", ["mask", "point", "box"])
+def test_forward_outputs_per_frame_and_step(train_model, kind):
+    prompts = {
+        "mask": PromptConfig(prob_point_input=0.0, rand_init_cond_frames=False),
+        "point": PromptConfig(prob_point_input=1.0, prob_box_input=0.0, num_correction_clicks=2),
+        "box": PromptConfig(prob_point_input=1.0, prob_box_input=1.0, num_correction_clicks=1),
+    }[kind]
+    train_model.prompt_config = prompts
+    batch = _batch()
+    out = train_model(batch, _gen(5))
+    assert out.prompt_kind == kind and len(out.frames) == T
+    corrected = set(plan_prompts(batch.masks, prompts, _gen(5)).frames_to_correct)
+    for t, frame in enumerate(out.frames):
+        expected_steps = 1 + (prompts.num_correction_clicks if t in corrected else 0)
+        assert len(frame.multimasks) == len(frame.ious) == len(frame.object_score_logits) == expected_steps
+        for masks, ious, scores in zip(frame.multimasks, frame.ious, frame.object_score_logits):
+            m = masks.shape[1]
+            assert masks.shape == (3, m, SIZE, SIZE) and m in (1, 3)
+            assert ious.shape == (3, m) and scores.shape == (3, 1)
+            assert torch.isfinite(ious).all() and torch.isfinite(scores).all()
+    if kind == "point":  # one click on an initial frame gives 3 candidates
+        assert out.frames[0].multimasks[0].shape[1] == 3
+    assert out.final_masks().shape == (T, 3, SIZE, SIZE)
+
+
+def test_loss_backward_reaches_every_part_of_the_model(train_model):
+    train_model.prompt_config = PromptConfig(prob_point_input=1.0, prob_box_input=0.0, num_correction_clicks=1)
+    train_model.zero_grad(set_to_none=True)
+    batch = _batch(absent_frame=2)
+    losses = SAM2VideoLoss()(train_model(batch, _gen(1)), batch.masks)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss_total"].backward()
+    for part in ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder", "sam_prompt_encoder"):
+        grads = [p.grad for n, p in train_model.named_parameters() if n.startswith(part) and p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), part
+        assert all(torch.isfinite(g).all() for g in grads), part
+
+
+def test_forward_is_a_function_of_the_seed(train_model):
+    train_model.prompt_config = PromptConfig()
+    train_model.eval()  # no dropout
+    try:
+        batch = _batch()
+        a, b = train_model(batch, _gen(11)), train_model(batch, _gen(11))
+    finally:
+        train_model.train()
+    assert a.prompt_kind == b.prompt_kind and torch.equal(a.final_masks(), b.final_masks())

@@ -1,0 +1,155 @@
+"""The training-time forward: SAM2Base with prompt simulation and multimask outputs kept.
+
+:class:`TSMSTrainModel` subclasses sam2's ``SAM2Base`` (it adds no parameters and takes
+the same constructor arguments, so official checkpoints load strictly). It is selected at
+the training edge with ``++model._target_=training.model.TSMSTrainModel``; the memory
+attention is whatever the model config says, so the MS rule (``TSMSMemoryAttention`` with
+``prune_in_training``) acts here exactly as at inference.
+
+Per batch of clips:
+
+1. backbone features for all frames at once;
+2. prompts from :func:`training.prompts.plan_prompts` on the conditioning frames (mask,
+   box or point);
+3. conditioning frames first, then the others in temporal order, each through SAM2's
+   ``_track_step`` (memory attention over the memory bank, SAM heads);
+4. on 1-2 frames, iterative correction clicks sampled from the error of the current
+   prediction, each re-running the SAM heads with the previous mask logits;
+5. the final mask of each frame is encoded into memory.
+
+Every step's multimask logits, IoU predictions and object-score logits are returned for
+the loss (:mod:`training.losses`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from sam2.modeling.sam2_base import SAM2Base
+
+from training.batch import ClipOutputs, FrameOutputs, TrainBatch
+from training.prompts import PromptConfig, PromptPlan, add_click, plan_prompts, sample_click
+
+SAM2_BASE_TARGET = "sam2.modeling.sam2_base.SAM2Base"
+TRAIN_MODEL_TARGET = "training.model.TSMSTrainModel"
+
+
+class TSMSTrainModel(SAM2Base):
+    """SAM2Base plus a training forward. Constructor: exactly ``SAM2Base``'s arguments.
+
+    ``prompt_config`` (a plain attribute, not a constructor argument, so the model config
+    stays a SAM2 config) controls prompt simulation.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prompt_config = PromptConfig()
+
+    def forward(self, batch: TrainBatch, generator: torch.Generator) -> ClipOutputs:
+        """Track a batch of clips with simulated prompts.
+
+        Args:
+            batch: images ``[T, V, 3, H, W]`` and masks ``[T, N, H, W]``.
+            generator: the source of every random prompt decision (seeded per step).
+        """
+        if batch.images.shape[-1] != self.image_size or batch.images.shape[-2] != self.image_size:
+            raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(batch.images.shape[-2:])}")
+        num_frames, num_clips = batch.num_frames, batch.num_clips
+        backbone_out = self.forward_image(batch.images.flatten(0, 1))  # frame-major: t * V + v
+        _, vision_feats, vision_pos, feat_sizes = self._prepare_backbone_features(backbone_out)
+
+        gt = batch.masks.bool()
+        plan = plan_prompts(gt, self.prompt_config, generator)
+        output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        frames = [FrameOutputs() for _ in range(num_frames)]
+        cond_frames = list(plan.init_cond_frames)
+        for t in plan.processing_order(num_frames):
+            img_ids = t * num_clips + batch.obj_to_clip
+            out = self._train_track_step(
+                frame_idx=t,
+                plan=plan,
+                gt=gt[t].unsqueeze(1),
+                vision_feats=[x[:, img_ids] for x in vision_feats],
+                vision_pos=[x[:, img_ids] for x in vision_pos],
+                feat_sizes=feat_sizes,
+                output_dict=output_dict,
+                num_frames=num_frames,
+                record=frames[t],
+                generator=generator,
+            )
+            as_cond = t in plan.init_cond_frames or (
+                self.prompt_config.add_corrected_frames_as_cond and t in plan.frames_to_correct
+            )
+            key = "cond_frame_outputs" if as_cond else "non_cond_frame_outputs"
+            output_dict[key][t] = out
+            if as_cond and t not in cond_frames:
+                cond_frames.append(t)
+        return ClipOutputs(frames=frames, prompt_kind=plan.kind, cond_frames=sorted(cond_frames))
+
+    def _train_track_step(
+        self,
+        frame_idx: int,
+        plan: PromptPlan,
+        gt: torch.Tensor,
+        vision_feats,
+        vision_pos,
+        feat_sizes,
+        output_dict,
+        num_frames: int,
+        record: FrameOutputs,
+        generator: torch.Generator,
+    ) -> dict:
+        """One frame: SAM2's track step, optional correction clicks, memory encoding."""
+        point_inputs = plan.point_inputs.get(frame_idx)
+        mask_inputs = plan.mask_inputs.get(frame_idx)
+        is_init_cond = frame_idx in plan.init_cond_frames
+        current_out, sam_outputs, high_res_features, pix_feat = self._track_step(
+            frame_idx,
+            is_init_cond,
+            vision_feats,
+            vision_pos,
+            feat_sizes,
+            point_inputs,
+            mask_inputs,
+            output_dict,
+            num_frames,
+            False,  # track_in_reverse
+            None,  # prev_sam_mask_logits
+        )
+        low_multi, high_multi, ious, low_res, high_res, obj_ptr, obj_score = sam_outputs
+        record.add_step(high_multi, ious, obj_score)
+
+        if frame_idx in plan.frames_to_correct:
+            for _ in range(self.prompt_config.num_correction_clicks):
+                from_gt = (
+                    self.prompt_config.prob_sample_from_gt > 0
+                    and float(torch.rand((), generator=generator, device=generator.device))
+                    < self.prompt_config.prob_sample_from_gt
+                )
+                points, labels = sample_click(gt, None if from_gt else high_res > 0, generator)
+                point_inputs = add_click(point_inputs, points, labels)
+                low_multi, high_multi, ious, low_res, high_res, obj_ptr, obj_score = self._forward_sam_heads(
+                    backbone_features=pix_feat,
+                    point_inputs=point_inputs,
+                    mask_inputs=low_res,  # the previous logits go in with the new click
+                    high_res_features=high_res_features,
+                    multimask_output=self._use_multimask(is_init_cond, point_inputs),
+                )
+                record.add_step(high_multi, ious, obj_score)
+            current_out["point_inputs"] = point_inputs
+
+        record.final_masks = high_res.float()
+        current_out["pred_masks"] = low_res
+        current_out["pred_masks_high_res"] = high_res
+        current_out["obj_ptr"] = obj_ptr
+        self._encode_memory_in_output(
+            vision_feats, feat_sizes, point_inputs, True, high_res, obj_score, current_out
+        )
+        return current_out
+
+
+def set_prompt_config(model: torch.nn.Module, config: Optional[PromptConfig]) -> None:
+    """Set the prompt simulation of a (possibly DDP-wrapped) :class:`TSMSTrainModel`."""
+    inner = getattr(model, "module", model)
+    inner.prompt_config = config or PromptConfig()

@@ -1,0 +1,122 @@
+"""Validation during training: track held-out videos with our video predictor, score Dice.
+
+Every object visible on a video's first annotated frame is prompted with its ground-truth
+mask there; the predictor (the same weights, SAM2's inference path, MS memory included)
+propagates it through the video. Dice is computed on every later annotated frame (an
+empty prediction of an absent object scores 1), averaged per object, then per video, then
+over videos.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from data.mask_io import list_frames
+from data.vos_index import VideoRecord, scan_vos_root
+from models import build_tsms_sam2_video_predictor, load_model_weights
+from models.config import uses_tsms_memory
+
+log = logging.getLogger(__name__)
+
+
+def dice_coefficient(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
+    total = int(pred.sum()) + int(gt.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(pred, gt).sum()) / total
+
+
+@dataclass
+class ValidationResult:
+    mean_dice: float
+    per_video: Dict[str, float] = field(default_factory=dict)
+    num_frames: int = 0
+
+
+def _frame_positions(video: VideoRecord) -> Dict[int, int]:
+    """Annotated frame number -> index in the folder's sorted JPEGs (what the predictor uses)."""
+    folder = Path(video.frame_paths[0]).parent
+    jpgs = [p for p in list_frames(folder) if p.suffix.lower() in (".jpg", ".jpeg")]
+    by_path = {str(p): i for i, p in enumerate(jpgs)}
+    positions = {}
+    for number, path in zip(video.frame_ids, video.frame_paths):
+        if str(Path(path)) in by_path:
+            positions[number] = by_path[str(Path(path))]
+    return positions
+
+
+class VideoValidator:
+    """Scores a training model on validation videos with :class:`models.TSMSVideoPredictor`.
+
+    Args:
+        root: a VOS tree (``JPEGImages/`` + ``Annotations/``) with JPEG frames.
+        model_config: the resolved model config (a SAM2Base config, as saved in checkpoints).
+        device: where to run.
+        video_list: optional subset of video names (or a text file).
+        max_videos: score at most this many videos (sorted by name).
+        max_frames: track at most this many frames per video.
+    """
+
+    def __init__(self, root, model_config: DictConfig, device: torch.device, video_list=None,
+                 max_videos: Optional[int] = None, max_frames: Optional[int] = None):
+        self.videos: List[VideoRecord] = scan_vos_root(root, video_list=video_list)
+        if max_videos:
+            self.videos = self.videos[: int(max_videos)]
+        self.max_frames = int(max_frames) if max_frames else None
+        memory = None if uses_tsms_memory(model_config) else "sam2"
+        self.predictor = build_tsms_sam2_video_predictor(
+            config=OmegaConf.to_container(model_config, resolve=True), device=device, memory=memory
+        )
+        self.predictor.eval()
+
+    @torch.inference_mode()
+    def score_video(self, video: VideoRecord) -> Optional[List[float]]:
+        positions = _frame_positions(video)
+        if not positions:
+            log.warning("validation video %s has no JPEG frames; skipped", video.name)
+            return None
+        first_label = video.load_label(0)
+        object_ids = [int(i) for i in np.unique(first_label) if i != 0]
+        if not object_ids:
+            log.warning("validation video %s shows no object on its first annotated frame; skipped", video.name)
+            return None
+        state = self.predictor.init_state(os.path.dirname(video.frame_paths[0]))
+        start = positions[video.frame_ids[0]]
+        for obj_id in object_ids:
+            self.predictor.add_new_mask(state, frame_idx=start, obj_id=obj_id, mask=first_label == obj_id)
+        wanted = {positions[n]: i for i, n in enumerate(video.frame_ids) if n in positions}  # position -> record index
+        scores: Dict[int, List[float]] = {obj_id: [] for obj_id in object_ids}
+        limit = self.max_frames
+        for frame_idx, obj_ids, mask_logits in self.predictor.propagate_in_video(
+            state, start_frame_idx=start, max_frame_num_to_track=limit
+        ):
+            if frame_idx == start or frame_idx not in wanted:
+                continue
+            label = video.load_label(wanted[frame_idx])
+            for k, obj_id in enumerate(obj_ids):
+                pred = (mask_logits[k, 0] > 0).cpu().numpy()
+                scores[obj_id].append(dice_coefficient(pred, label == obj_id))
+        self.predictor.reset_state(state)
+        return [float(np.mean(v)) for v in scores.values() if v]
+
+    def __call__(self, model: torch.nn.Module) -> ValidationResult:
+        """Copy ``model``'s weights into the predictor and score every validation video."""
+        model = getattr(model, "module", model)
+        load_model_weights(self.predictor, model.state_dict(), source="training model")
+        per_video, frames = {}, 0
+        for video in self.videos:
+            per_object = self.score_video(video)
+            if per_object:
+                per_video[video.name] = float(np.mean(per_object))
+                frames += video.num_frames
+        mean = float(np.mean(list(per_video.values()))) if per_video else float("nan")
+        return ValidationResult(mean_dice=mean, per_video=per_video, num_frames=frames)
