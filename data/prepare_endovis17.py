@@ -10,12 +10,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw_dir", required=True, help="folder holding instrument_dataset_N/ (or one level up)")
     parser.add_argument("--out_dir", required=True, help="output root; splits go to <out_dir>/<split>/")
     parser.add_argument("--fold", type=int, default=0, choices=[0, 1, 2, 3],

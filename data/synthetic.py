@@ -9,12 +9,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory (replaced if written by this tool)")
     parser.add_argument("--num_videos", type=int, required=True)
     parser.add_argument("--num_frames", type=int, required=True)

@@ -66,3 +66,13 @@ def mini_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "mini_random.pt"
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """One intra-op thread for training-heavy tests: on 2 shared cores, 2 spinning threads
+    per process are far slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -25,12 +24,7 @@ KNOBS = {"resolution": 32, "num_frames": 3, "max_num_objects": 2, "temporal_scal
          "scale_probs": [0.9, 0.1], "seed": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from models import read_checkpoint
 from utils.cli import run_cli
@@ -18,12 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "train_tsms_sam2.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,7 @@ DATA_DIRS = ["EndoVis2017/train", "EndoVis2017/valid", "EndoVis2018/train", "End
              "synthetic_val"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

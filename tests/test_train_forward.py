@@ -14,13 +14,7 @@ from training.prompts import PromptConfig, plan_prompts, sample_box, sample_clic
 T, SIZE = 4, 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the 2 shared CI cores, 2 spinning threads per test are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gen(seed=0):

@@ -7,12 +7,7 @@ import torch
 from data.transforms import ClipTransforms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; avoids thread contention on shared CPUs
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clip(num_frames=4, size=64, seed=0):
