@@ -84,18 +84,22 @@ class _VideoOutputs:
         self.masks = MaskWriter(self.tmp / "masks", video, self.tmp / "per_object" if per_object else None)
 
     def publish(self) -> Dict[str, str]:
-        moves = {self.tmp / "masks" / self.video: self.output_dir / self.video}
-        if (self.tmp / "per_object" / self.video).exists():
-            moves[self.tmp / "per_object" / self.video] = self.output_dir / "per_object" / self.video
-        if (self.tmp / "overlay.mp4").exists():
-            moves[self.tmp / "overlay.mp4"] = self.output_dir / "overlays" / f"{self.video}.mp4"
-        for src, dst in moves.items():
+        staged = {
+            "masks": (self.tmp / "masks" / self.video, self.output_dir / self.video),
+            "per_object": (self.tmp / "per_object" / self.video, self.output_dir / "per_object" / self.video),
+            "overlay": (self.tmp / "overlay.mp4", self.output_dir / "overlays" / f"{self.video}.mp4"),
+        }
+        published = {}
+        for kind, (src, dst) in staged.items():
+            if not src.exists():
+                continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             if dst.is_dir():
                 shutil.rmtree(dst)
             os.replace(src, dst)
+            published[kind] = str(dst)
         shutil.rmtree(self.tmp, ignore_errors=True)
-        return {k: str(v) for k, v in zip(("masks", "per_object", "overlay"), moves.values())}
+        return published
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

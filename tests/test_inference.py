@@ -100,12 +100,17 @@ def test_mask_prompt_on_vos_folder_uses_first_frame_gt(vos_root, mini_checkpoint
     assert len(list((tmp_path / "out" / "per_object" / "vid" / "2").glob("*.png"))) == N_FRAMES
     cap = cv2.VideoCapture(str(tmp_path / "out" / "overlays" / "vid.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == N_FRAMES
+    extras = json.loads((tmp_path / "out" / "summary.json").read_text())["videos"][0]["extras"]
+    assert extras["overlay"].endswith("overlays/vid.mp4") and extras["per_object"].endswith("per_object/vid")
 
 
 def test_dataset_dir_mode(vos_root, mini_checkpoint, tmp_path):
     root, _ = vos_root
-    assert cli("--dataset_dir", root, "--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--output_dir", tmp_path / "o") == 0
+    assert cli("--dataset_dir", root, "--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--output_dir", tmp_path / "o",
+               "--overlay") == 0
     assert len(list((tmp_path / "o" / "vid").glob("*.png"))) == N_FRAMES
+    extras = json.loads((tmp_path / "o" / "summary.json").read_text())["videos"][0]["extras"]
+    assert set(extras) == {"masks", "overlay"} and Path(extras["overlay"]).is_file()
 
 
 def test_json_prompts_with_an_object_appearing_later(vos_root, mini_checkpoint, tmp_path):
