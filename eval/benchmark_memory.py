@@ -16,7 +16,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -26,17 +25,9 @@ from pathlib import Path  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
+from utils.resources import current_rss_mb, peak_rss_mb  # noqa: E402
 
 log = logging.getLogger("benchmark_memory")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def sam2_config_and_overrides(model: str, image_size: int | None):
@@ -71,7 +62,7 @@ def run_child(spec: dict) -> dict:
     else:
         predictor = build_tsms_sam2_video_predictor(config, None, device=spec["device"], memory=spec["memory"],
                                                     hydra_overrides_extra=overrides)
-    baseline = rss_mb()
+    baseline = current_rss_mb()
     video = Path(spec["video"])
     frames = sorted(video.glob("*.jpg"))[: spec["length"]]
     clip = Path(spec["work"]) / f"clip_{spec['length']}"

@@ -29,13 +29,9 @@ from pathlib import Path  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
+from utils.resources import current_rss_mb  # noqa: E402
 
 log = logging.getLogger("benchmark_speed")
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class Timer:
@@ -88,14 +84,12 @@ def build_predictors(model: str, image_size: int, memories, device):
 
 def count_memory_tokens(predictor):
     """A hook that records the memory tokens each memory-attention call attends."""
-    from models.memory_attention import memory_stats_from_inputs
+    from models.memory_attention import stats_of_call
 
     seen = []
 
     def hook(module, args, kwargs, output):
-        stats = getattr(module, "last_stats", None) or memory_stats_from_inputs(
-            kwargs["curr"], kwargs["memory"], kwargs.get("num_obj_ptr_tokens", 0))
-        seen.append(stats.attended_tokens)
+        seen.append(stats_of_call(module, kwargs).attended_tokens)
 
     return seen, predictor.memory_attention.register_forward_hook(hook, with_kwargs=True)
 

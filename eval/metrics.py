@@ -138,6 +138,15 @@ def disk_kernel(radius: int) -> np.ndarray:
     return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= r * r).astype(np.uint8)
 
 
+def _mask_pair(pred, gt) -> Tuple[np.ndarray, np.ndarray]:
+    """Two binary ``[H, W]`` masks of equal shape, as bool arrays."""
+    pred = np.asarray(pred).astype(bool, copy=False)
+    gt = np.asarray(gt).astype(bool, copy=False)
+    if pred.shape != gt.shape or pred.ndim != 2:
+        raise ValueError(f"expected two [H, W] masks of equal shape, got {pred.shape} and {gt.shape}")
+    return pred, gt
+
+
 def _union_crop(pred: np.ndarray, gt: np.ndarray):
     """Slices of the bounding box of ``pred | gt`` grown by 1 px (clipped), or None if empty.
 
@@ -214,10 +223,7 @@ def boundary_f_score(pred, gt, bound_th: float = DAVIS_BOUND_TH, method: str = "
     F=1 when both masks are empty, 0 when exactly one is. Work is confined to the
     bounding box of the two masks, so cost scales with object size, not frame size.
     """
-    pred = np.asarray(pred).astype(bool, copy=False)
-    gt = np.asarray(gt).astype(bool, copy=False)
-    if pred.shape != gt.shape or pred.ndim != 2:
-        raise ValueError(f"expected two [H, W] masks of equal shape, got {pred.shape} and {gt.shape}")
+    pred, gt = _mask_pair(pred, gt)
     crop = _union_crop(pred, gt)
     if crop is None:
         return 1.0
@@ -227,10 +233,7 @@ def boundary_f_score(pred, gt, bound_th: float = DAVIS_BOUND_TH, method: str = "
 
 def binary_mask_scores(pred, gt, bound_th: float = DAVIS_BOUND_TH) -> Tuple[float, float, float]:
     """``(dice, iou, f)`` of two binary masks ``[H, W]``, computed on their union's bounding box."""
-    pred = np.asarray(pred).astype(bool, copy=False)
-    gt = np.asarray(gt).astype(bool, copy=False)
-    if pred.shape != gt.shape or pred.ndim != 2:
-        raise ValueError(f"expected two [H, W] masks of equal shape, got {pred.shape} and {gt.shape}")
+    pred, gt = _mask_pair(pred, gt)
     crop = _union_crop(pred, gt)
     if crop is None:
         return 1.0, 1.0, 1.0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import shutil
 import statistics
 import time
@@ -34,6 +33,7 @@ from inference.writers import MaskWriter, OverlayWriter, logits_to_label_map
 from models.predictor import attended_tokens_per_frame
 from utils.cli import UserError
 from utils.io import atomic_write
+from utils.resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ class VideoResult:
     peak_rss_mb: float = 0.0
     peak_cuda_mb: Optional[float] = None
     extras: Dict[str, str] = field(default_factory=dict)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def check_output_dir(output_dir: Path) -> None:

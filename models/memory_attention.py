@@ -50,6 +50,15 @@ def memory_stats_from_inputs(curr, memory: torch.Tensor, num_obj_ptr_tokens: int
     return MemoryAttentionStats(n, n, hw, num_obj_ptr_tokens)
 
 
+def stats_of_call(module, kwargs) -> MemoryAttentionStats:
+    """What a memory-attention call just attended, from a forward hook's view: ours reports
+    it after pruning; SAM2's own module attends everything it was given."""
+    stats = getattr(module, "last_stats", None)
+    if stats is None:
+        stats = memory_stats_from_inputs(kwargs["curr"], kwargs["memory"], kwargs.get("num_obj_ptr_tokens", 0))
+    return stats
+
+
 class TSMSMemoryAttention(MemoryAttention):
     """SAM2 memory attention that first drops redundant memory frames (the MS rule).
 

@@ -17,7 +17,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from models.eviction import forget_evicted_frame, evict_unreachable_outputs
 from models.frames import EndOfStream, LazyFrameTensors
-from models.memory_attention import MemoryAttentionStats, memory_stats_from_inputs
+from models.memory_attention import MemoryAttentionStats, stats_of_call
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,7 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
         self.memory_attention.register_forward_pre_hook(_match_memory_dtype, with_kwargs=True)
 
     def _record_memory_stats(self, module, args, kwargs, output):
-        stats = getattr(module, "last_stats", None)
-        if stats is None:
-            stats = memory_stats_from_inputs(kwargs["curr"], kwargs["memory"], kwargs.get("num_obj_ptr_tokens", 0))
-        self._last_memory_stats = stats
+        self._last_memory_stats = stats_of_call(module, kwargs)
 
     def disable_unavailable_postprocessing(self) -> None:
         """Skip hole filling quietly where sam2 would warn and skip it on every frame."""

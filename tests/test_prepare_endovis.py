@@ -1,7 +1,6 @@
 """EndoVis2017 / EndoVis2018 preparation on small fake raw trees with the real naming."""
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,14 +22,7 @@ PROGRASP = (slice(100, 200), slice(400, 600))  # raw coordinates
 BIPOLAR = (slice(150, 250), slice(500, 700))
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """``main()`` calls ``setup_logging`` (handlers on pytest's captured stderr): undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _png(path: Path, array: np.ndarray) -> None:

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -16,14 +15,7 @@ from data.synthetic_video import render_video, write_synthetic_dataset
 from utils.cli import UserError, run_cli
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """``main()`` calls ``setup_logging`` (handlers on pytest's captured stderr): undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _digests(root: Path):
