@@ -5,7 +5,7 @@
 For every model size and input resolution it builds sam2's ``SAM2VideoPredictor`` and ours
 with each memory preset (``sam2``, ``tsms`` ...), loads identical random weights into all
 of them, and tracks one synthetic video from a first-frame mask. Predictors run
-interleaved (A, B, C, A, B, C ...) after a warm-up, and only steady-state frames count
+interleaved (A, B, C, C, B, A ...) after a warm-up, and only steady-state frames count
 (the memory bank is full from frame ``num_maskmem`` on). Reported per predictor: median
 per-frame latency, FPS, the ratio to sam2's time, attended memory tokens per frame, the
 image-encoder-only time per frame (the floor) and peak RSS while tracking. On CUDA it times
@@ -94,7 +94,7 @@ def count_memory_tokens(predictor):
     return seen, predictor.memory_attention.register_forward_hook(hook, with_kwargs=True)
 
 
-def track_once(predictor, video_dir: Path, mask, device, autocast) -> tuple:
+def track_once(predictor, video_dir: Path, mask, device, autocast, max_frames=None) -> tuple:
     """Per-frame latencies (s) of one propagation, attended tokens, peak RSS during it."""
     import torch
 
@@ -104,7 +104,7 @@ def track_once(predictor, video_dir: Path, mask, device, autocast) -> tuple:
     with torch.inference_mode(), autocast():
         state = predictor.init_state(str(video_dir))
         predictor.add_new_mask(state, 0, 1, mask)
-        frames = predictor.propagate_in_video(state)
+        frames = predictor.propagate_in_video(state, max_frame_num_to_track=max_frames)
         while True:
             timer.start()
             try:
@@ -137,10 +137,10 @@ def benchmark(model, image_size, memories, video_dir, mask, device, repeats, war
     predictors = build_predictors(model, image_size, memories, device)
     steady_from = max(warmup_frames, next(iter(predictors.values())).num_maskmem)
     runs = {name: {"lat": [], "tokens": [], "rss": 0.0} for name in predictors}
-    for name, predictor in predictors.items():  # warm-up pass, not counted
-        track_once(predictor, video_dir, mask, device, autocast)
-    for r in range(repeats):  # interleaved: A B C, A B C ...
-        for name, predictor in predictors.items():
+    for name, predictor in predictors.items():  # warm-up (first calls, allocator), not counted
+        track_once(predictor, video_dir, mask, device, autocast, max_frames=3)
+    for r in range(repeats):  # interleaved, alternating order against drift: A B C, C B A ...
+        for name, predictor in (list(predictors.items()) if r % 2 == 0 else list(predictors.items())[::-1]):
             lat, tokens, rss = track_once(predictor, video_dir, mask, device, autocast)
             runs[name]["lat"] += lat[steady_from:]
             runs[name]["tokens"] = tokens
@@ -184,7 +184,8 @@ def main(argv=None):
     p = ArgumentParser(prog="benchmark_speed.py", description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["tiny"], help="mini | tiny | small | base_plus | large")
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="input resolutions")
-    p.add_argument("--memories", nargs="+", default=["sam2", "tsms"], help="our memory presets to compare")
+    p.add_argument("--memories", nargs="+", default=["sam2", "tsms", "tsms_fast"],
+                   help="our memory presets to compare (configs/memory/*.yaml)")
     p.add_argument("--frames", type=int, default=40, help="video length (>= 40 keeps the memory full for long)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup_frames", type=int, default=8, help="frames skipped at the start of each run")

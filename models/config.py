@@ -86,6 +86,8 @@ TSMS_MEMORY_KEYS = (
     "similarity",
     "prune_in_training",
     "enabled",
+    "pool_size",
+    "full_res_frames",
 )
 
 ConfigLike = Union[str, Path, Mapping, DictConfig]

@@ -197,8 +197,53 @@ def test_prune_in_training_switch():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"similarity": "l2"}, "unknown similarity 'l2'"), ({"prune_frames": -1}, "prune_frames"), ({"pruning_threshold": 1.5}, "pruning_threshold")],
+    [({"similarity": "l2"}, "unknown similarity 'l2'"), ({"prune_frames": -1}, "prune_frames"),
+     ({"pruning_threshold": 1.5}, "pruning_threshold"), ({"pool_size": 0}, "pool_size"),
+     ({"full_res_frames": 0}, "full_res_frames")],
 )
 def test_module_rejects_bad_options(kwargs, message):
     with pytest.raises(Exception, match=message):  # Hydra wraps the ValueError
         _mini_memory_attention(TSMSMemoryAttention, **kwargs)
+
+
+def _pool_by_hand(frames: torch.Tensor, k: int) -> torch.Tensor:
+    """[n, 64, B, C] (8x8 grids) -> [n * (8/k)^2, B, C], plain mean over k x k blocks."""
+    n, _, b, c = frames.shape
+    g = frames.reshape(n, 8 // k, k, 8 // k, k, b, c).mean(dim=(2, 4))
+    return g.reshape(n * (8 // k) ** 2, b, c)
+
+
+@pytest.mark.parametrize("full_res", [1, 2])
+def test_pooling_older_frames_matches_hand_built_memory(full_res):
+    """tsms_fast: prune as tsms, then pool all kept frames but the newest ``full_res``;
+    pooled tokens go behind the full-resolution frames and, like object pointers, skip RoPE."""
+    stock = _mini_memory_attention(MemoryAttention)
+    ours = _mini_memory_attention(TSMSMemoryAttention, pool_size=2, full_res_frames=full_res)
+    ours.load_state_dict(stock.state_dict(), strict=True)
+    curr, curr_pos, mem, mem_pos = _memory_inputs(7, 8)
+    keep = [i for i in range(7) if i not in select_frames_to_prune(mem[: 7 * 64].unflatten(0, (7, 64)))]
+    n_pool = len(keep) - full_res
+
+    def build(x):
+        frames = x[: 7 * 64].unflatten(0, (7, 64))[keep]
+        return torch.cat([frames[n_pool:].flatten(0, 1), _pool_by_hand(frames[:n_pool], 2), x[7 * 64:]])
+
+    with torch.no_grad():
+        expected = stock([curr], build(mem), [curr_pos], build(mem_pos), num_obj_ptr_tokens=n_pool * 16 + 8)
+        got = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    s = ours.last_stats
+    assert (s.frames_in, s.frames_kept, s.frames_pooled, s.pooled_tokens_per_frame) == (7, 5, n_pool, 16)
+    assert s.attended_tokens == full_res * 64 + n_pool * 16 + 8
+    # 2 full + 3 pooled frames: 2.75 frames' worth of tokens, 39% of SAM2's 7
+    assert s.spatial_tokens_kept / s.spatial_tokens_in == pytest.approx((full_res * 64 + n_pool * 16) / (7 * 64))
+
+
+def test_pooling_waits_until_there_are_older_frames():
+    ours = _mini_memory_attention(TSMSMemoryAttention, pool_size=2, full_res_frames=2)
+    curr, curr_pos, mem, mem_pos = _memory_inputs(2, 0)
+    ours([curr], mem, [curr_pos], mem_pos)
+    assert ours.last_stats.frames_pooled == 0 and ours.last_stats.attended_tokens == 2 * 64
+    curr, curr_pos, mem, mem_pos = _memory_inputs(3, 0)
+    ours([curr], mem, [curr_pos], mem_pos)
+    assert ours.last_stats.frames_pooled == 1 and ours.last_stats.attended_tokens == 2 * 64 + 16

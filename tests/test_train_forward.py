@@ -142,3 +142,65 @@ def test_forward_is_a_function_of_the_seed(train_model):
     finally:
         train_model.train()
     assert a.prompt_kind == b.prompt_kind and torch.equal(a.final_masks(), b.final_masks())
+
+
+# ------------------------------------------------------------------ memory teacher forcing
+def test_gt_memory_probability_decays_linearly_to_zero():
+    from training.model import gt_memory_probability
+
+    assert [gt_memory_probability(0.8, 0.5, p) for p in (0.0, 0.25, 0.5, 0.9)] == [0.8, 0.4, 0.0, 0.0]
+    assert gt_memory_probability(0.0, 0.5, 0.0) == 0.0 and gt_memory_probability(1.0, 0.0, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_gt_memory_encodes_ground_truth_instead_of_the_prediction(train_model, monkeypatch, prob):
+    """With teacher forcing on, every frame's memory is encoded from its ground-truth mask
+    (as +-10 logits) and the object's presence; off, from the model's own prediction."""
+    seen = []
+    original = TSMSTrainModel._encode_memory_in_output
+
+    def spy(self, feats, sizes, points, run, high_res, obj_score, out):
+        seen.append((high_res.detach().clone(), obj_score.detach().clone()))
+        return original(self, feats, sizes, points, run, high_res, obj_score, out)
+
+    monkeypatch.setattr(TSMSTrainModel, "_encode_memory_in_output", spy)
+    monkeypatch.setattr(train_model, "gt_memory_prob", prob)
+    train_model.prompt_config = PromptConfig(prob_point_input=1.0, prob_box_input=0.0, max_init_cond_frames=1,
+                                             rand_init_cond_frames=False, num_correction_clicks=0)
+    batch = _batch(absent_frame=2)
+    with torch.no_grad():
+        out = train_model(batch, _gen(3))
+    order = [0, 1, 2, 3]  # one click-prompted conditioning frame (0), then 1, 2, 3
+    assert len(seen) == T
+    for t, (high_res, obj_score) in zip(order, seen):
+        if prob:
+            assert torch.equal(high_res > 0, batch.masks[t].unsqueeze(1)) and high_res.abs().eq(10).all()
+            present = batch.masks[t].flatten(1).any(1, keepdim=True)
+            assert torch.equal(obj_score > 0, present)
+        else:
+            assert torch.equal(high_res.float(), out.frames[t].final_masks)
+    train_model.prompt_config = PromptConfig()
+
+
+@pytest.mark.parametrize("bias,local", [(None, False), (4.0, True)])
+def test_local_memory_attention_init_reads_memory_at_the_query_position(bias, local):
+    """With the locality init, changing one memory token changes the memory-attention output
+    mostly at that token's own grid position; with SAM2's default init it spreads out."""
+    from training.model import init_local_memory_attention
+
+    torch.manual_seed(0)
+    model, _ = build_with_config("mini", mode="train", memory="sam2",
+                                 hydra_overrides_extra=[f"++model._target_={TRAIN_MODEL_TARGET}"])
+    if bias is not None:
+        init_local_memory_attention(model, bias)
+    attn = model.memory_attention.eval()
+    g = torch.Generator().manual_seed(1)
+    curr, curr_pos = 0.1 * torch.randn(64, 1, 64, generator=g), 0.1 * torch.randn(64, 1, 64, generator=g)
+    memory, memory_pos = 0.1 * torch.randn(64, 1, 32, generator=g), torch.zeros(64, 1, 32)
+    token = 27  # row 3, column 3 of the 8x8 grid
+    bumped = memory.clone()
+    bumped[token] += 3.0
+    with torch.no_grad():
+        change = (attn(curr, bumped, curr_pos, memory_pos) - attn(curr, memory, curr_pos, memory_pos)).norm(dim=-1)[:, 0]
+    ratio = float(change[token] / change.median())
+    assert (int(change.argmax()) == token and ratio > 5) == local, ratio

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from models import build_with_config
 from models.config import SAM2_MEMORY_TARGET, TSMS_MEMORY_KEYS
 from training.losses import LossWeights, SAM2VideoLoss
-from training.model import SAM2_BASE_TARGET, TRAIN_MODEL_TARGET
+from training.model import SAM2_BASE_TARGET, TRAIN_MODEL_TARGET, init_local_memory_attention
 from training.optim import build_param_groups, build_scheduler
 from training.prompts import PromptConfig
 from utils.cli import UserError
@@ -88,6 +88,9 @@ def build_train_model(cfg: DictConfig, device: torch.device):
         cfg.model.config, ckpt or None, device, "train", memory, options, overrides
     )
     model.prompt_config = PromptConfig(**OmegaConf.to_container(cfg.model.prompts, resolve=True))
+    local_bias = cfg.model.get("local_memory_attention_init")
+    if local_bias and not ckpt:
+        init_local_memory_attention(model, float(local_bias))
     saved_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     saved_cfg.model._target_ = SAM2_BASE_TARGET  # checkpoints rebuild a plain SAM2 model
     source = f"from {ckpt}" if ckpt else "from scratch (random init)"

@@ -4,7 +4,7 @@ Layout::
 
     <run_dir>/config.yaml        the resolved training config
     <run_dir>/git_sha.txt        commit of the code (``+dirty`` with local changes)
-    <run_dir>/checkpoints/       last.pt, best.pt (our format, embedded model config)
+    <run_dir>/checkpoints/       last.pt, best.pt, init.pt if asked (our format, embedded model config)
     <run_dir>/tensorboard/       event files
 """
 
@@ -35,6 +35,10 @@ class RunDir:
     @property
     def best(self) -> Path:
         return self.checkpoints / "best.pt"
+
+    @property
+    def initial(self) -> Path:
+        return self.checkpoints / "init.pt"
 
     @property
     def tensorboard(self) -> Path:

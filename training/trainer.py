@@ -25,6 +25,7 @@ from tqdm import tqdm
 from data.collate import collate_clips
 from models import CheckpointError, load_model_weights
 from training.batch import TrainBatch
+from training.model import gt_memory_probability
 from training.builders import amp_dtype, build_dataset, build_loss, build_optimizer, build_train_model
 from training.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, barrier, broadcast_object,
                                   cleanup_distributed, init_distributed)
@@ -132,6 +133,8 @@ class Trainer:
         max_steps = cfg.trainer.max_steps
         log.info("training %d epochs x %d steps (batch %d x %d process(es)) in %s", int(cfg.epochs),
                  self.sampler.batches_per_epoch, int(cfg.batch_size), self.dist.world_size, self.run.root)
+        if cfg.trainer.get("save_initial") and self.state.step == 0:
+            self._save(self.run.initial)  # the untrained weights, for before/after comparisons
         while self.state.epoch < int(cfg.epochs):
             epoch = self.state.epoch
             if self._train_epoch(epoch):
@@ -187,6 +190,10 @@ class Trainer:
         torch.manual_seed(seed)  # dropout and drop-path
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)  # prompt simulation
+        gt_memory = cfg.model.get("gt_memory")
+        gt_memory_prob = 0.0 if gt_memory is None else gt_memory_probability(
+            float(gt_memory.prob), float(gt_memory.until), state.step / max(self.total_steps, 1))
+        getattr(self.model, "module", self.model).gt_memory_prob = gt_memory_prob
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             outputs = self.ddp_model(batch, generator)
         num_objects = all_reduce_mean(torch.tensor(float(batch.num_objects), device=self.device)).clamp(min=1.0)
@@ -204,6 +211,8 @@ class Trainer:
         self.scheduler.step()
         metrics = {k: float(v.detach()) for k, v in losses.items()}
         metrics["grad_norm"] = float(grad_norm)
+        if gt_memory_prob > 0:
+            metrics["gt_memory_prob"] = gt_memory_prob
         if self.dist.is_main and cfg.trainer.image_every and state.step % int(cfg.trainer.image_every) == 0:
             clip = int(batch.obj_to_clip[0])
             panel = prediction_panel(batch.images[:, clip], batch.masks[:, 0], outputs.final_masks()[:, 0].detach())
