@@ -48,10 +48,8 @@ def parse_args(argv=None):
     t.add_argument("--epochs", type=int, help="epochs (default: the experiment's)")
     t.add_argument("--clips_per_video", type=int, help="clips drawn per training video per epoch (default: the experiment's)")
     t.add_argument("--seed", type=int, default=123, help="training seed (default 123)")
-    t.add_argument("--processes", type=int, default=1,
-                   help="training processes (CPU DDP via torchrun, batch 1 each; default 1)")
     t.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads per training process (default 1: on this 2.3M-parameter model a second "
+                   help="torch CPU threads for training (default 1: on this 2.3M-parameter model a second "
                         "thread adds little, and the data-loading worker uses the other core)")
     t.add_argument("--init_checkpoint", metavar="PATH|auto",
                    help="start from an official SAM2/SAM2.1 checkpoint instead of from scratch; 'auto' "
@@ -64,7 +62,7 @@ def parse_args(argv=None):
     i.add_argument("--no_baseline", action="store_true", help="skip scoring the untrained weights")
     p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
-    for name in ("train_videos", "val_videos", "test_videos", "frames", "size", "processes", "threads"):
+    for name in ("train_videos", "val_videos", "test_videos", "frames", "size", "threads"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.size % 32:
@@ -128,13 +126,16 @@ def summary_markdown(test_dir: Path, reports: dict, trained_summary: dict, wall:
         n_obj = sum(len(reports[names[0]]["videos"][v]["objects"]) for v in (videos or speed_of))
         rows.append([label, "", n_obj] + [pipe.mean_object_dice(reports[n], videos) for n in names])
     table = pipe.markdown_table(["video", "motion", "objects"] + [f"Dice, {n}" for n in names], rows)
-    tokens = trained_summary["videos"][0].get("attended_memory_tokens_mean")
+    per_video = [v["attended_memory_tokens_mean"] for v in trained_summary["videos"]
+                 if v.get("attended_memory_tokens_mean") is not None]
+    tokens = sum(per_video) / len(per_video) if per_video else None
     lines = [
         "# Quickstart results", "",
         "Held-out synthetic test videos, first-frame mask prompts, Dice of every later frame "
         "(`evaluate.py --skip_first`), mean over objects.", "",
         table, "",
-        f"Attended memory tokens per frame (trained, first video, mean): {tokens:.0f}" if tokens else "",
+        f"Memory tokens attended per tracked frame (trained model, mean over frames and videos): {tokens:.0f}"
+        if tokens else "",
         "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()), "",
     ]
     return "\n".join(lines)
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
 
     log.info("[2/4] training -> %s (tensorboard --logdir %s)", run_dir, run_dir / "tensorboard")
     tick = time.perf_counter()
-    checkpoint = pipe.train(run_dir, overrides, processes=args.processes)
+    checkpoint = pipe.train(run_dir, overrides)
     wall["training"] = time.perf_counter() - tick
 
     log.info("[3/4] prediction on the %d held-out videos -> %s", args.test_videos, pred_dir)

@@ -42,12 +42,10 @@ class SyntheticSplit:
                 and list(meta.get("size", [])) == [self.size, self.size])
 
 
-def run_command(script: str, args: Sequence[str], what: str, quiet: bool = False,
-                launcher: Sequence[str] = ()) -> None:
-    """Run ``python [launcher] <script> <args>`` from the repo root; a non-zero exit is a UserError."""
-    cmd = [sys.executable, *launcher, str(REPO_ROOT / script), *map(str, args)]
-    shown = [*launcher, script, *map(str, args)]
-    log.info("%s: python %s", what, " ".join(shlex.quote(a) for a in shown))
+def run_command(script: str, args: Sequence[str], what: str, quiet: bool = False) -> None:
+    """Run ``python <script> <args>`` from the repo root; a non-zero exit is a UserError."""
+    cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
+    log.info("%s: python %s", what, " ".join(shlex.quote(str(a)) for a in [script, *args]))
     result = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL if quiet else None)
     if result.returncode != 0:
         raise UserError(f"{what} failed (exit code {result.returncode}); the command is logged above")
@@ -75,12 +73,9 @@ def videos_by_speed(dataset_dir: Path) -> Dict[str, List[str]]:
     return groups
 
 
-def train(run_dir: Path, overrides: Sequence[str], processes: int = 1) -> Path:
-    """``training/train_tsms_sam2.py run_dir=... <overrides>``, under torchrun with
-    ``processes`` > 1 (CPU DDP: one single-threaded process per core beats one process with
-    several threads on this small model); returns the last checkpoint."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
-    run_command("training/train_tsms_sam2.py", [f"run_dir={run_dir}", *overrides], "training", launcher=launcher)
+def train(run_dir: Path, overrides: Sequence[str]) -> Path:
+    """``training/train_tsms_sam2.py run_dir=... <overrides>``; returns the last checkpoint."""
+    run_command("training/train_tsms_sam2.py", [f"run_dir={run_dir}", *overrides], "training")
     ckpt = Path(run_dir) / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise UserError(f"training finished without writing {ckpt}")

@@ -4,7 +4,7 @@ Selected through the model config (``model.memory_attention._target_``); it adds
 parameters, so every SAM2 state-dict key loads strictly. With pruning disabled it is
 SAM2's module, bit for bit.
 
-Beyond the paper (``memory=tsms_fast``): after pruning, the kept frames older than the
+Beyond the paper (``memory=tsms_pool``): after pruning, the kept frames older than the
 newest ``full_res_frames`` can be average-pooled ``pool_size x pool_size``. SAM2's RoPE
 rotates keys in whole frame-sized chunks, so pooled tokens are moved behind the
 full-resolution frames and, like object pointers, excluded from RoPE; they keep SAM2's

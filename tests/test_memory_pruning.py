@@ -215,7 +215,7 @@ def _pool_by_hand(frames: torch.Tensor, k: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("full_res", [1, 2])
 def test_pooling_older_frames_matches_hand_built_memory(full_res):
-    """tsms_fast: prune as tsms, then pool all kept frames but the newest ``full_res``;
+    """tsms_pool: prune as tsms, then pool all kept frames but the newest ``full_res``;
     pooled tokens go behind the full-resolution frames and, like object pointers, skip RoPE."""
     stock = _mini_memory_attention(MemoryAttention)
     ours = _mini_memory_attention(TSMSMemoryAttention, pool_size=2, full_res_frames=full_res)
@@ -247,3 +247,23 @@ def test_pooling_waits_until_there_are_older_frames():
     curr, curr_pos, mem, mem_pos = _memory_inputs(3, 0)
     ours([curr], mem, [curr_pos], mem_pos)
     assert ours.last_stats.frames_pooled == 1 and ours.last_stats.attended_tokens == 2 * 64 + 16
+
+
+def test_tsms_fast_preset_attends_the_prompted_and_the_newest_frame():
+    from models.config import load_memory_preset
+
+    preset = {k: v for k, v in load_memory_preset("tsms_fast").items() if k != "_target_"}
+    stock = _mini_memory_attention(MemoryAttention)
+    ours = _mini_memory_attention(TSMSMemoryAttention, **preset)
+    ours.load_state_dict(stock.state_dict(), strict=True)
+    curr, curr_pos, mem, mem_pos = _memory_inputs(7, 8)
+
+    def first_and_last(x):
+        frames = x[: 7 * 64].unflatten(0, (7, 64))[[0, 6]].flatten(0, 1)
+        return torch.cat([frames, x[7 * 64:]])
+
+    with torch.no_grad():
+        expected = stock([curr], first_and_last(mem), [curr_pos], first_and_last(mem_pos), num_obj_ptr_tokens=8)
+        got = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+    assert torch.equal(got, expected)
+    assert ours.last_stats.attended_tokens == 2 * 64 + 8  # 29% of SAM2's spatial tokens

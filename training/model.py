@@ -21,13 +21,16 @@ Per batch of clips:
 Every step's multimask logits, IoU predictions and object-score logits are returned for
 the loss (:mod:`training.losses`).
 
-Teacher forcing of the memory (off by default; SAM2's recipe never does it). From scratch,
-the first predictions are noise, so memories encoded from them carry no information about
-*which* object is tracked; the model then learns to ignore the mask input of the memory
-encoder and converges to segmenting every instrument at once (measured: the mask
-down-sampler's output differed by 0.5% between objects after 600 steps, against 28% at
-initialisation). Encoding ground-truth masks into memory early on, with a probability that
-decays to zero (``model.gt_memory``), keeps that path alive.
+Two options for training from scratch, both off by default (SAM2's fine-tuning recipe uses
+neither) and neither adding parameters. A from-scratch model tends to ignore its memory and
+segment every instrument for every object (measured: the mask down-sampler's output
+differed by 0.5% between objects after 600 steps, against 28% at initialisation):
+
+* :func:`init_local_memory_attention` starts the memory cross-attention local, so what it
+  reads depends on where the object was; this is what fixed it (docs/training.md);
+* teacher forcing of the memory (``model.gt_memory``): a frame encodes its ground-truth mask
+  instead of the prediction, with a probability decaying to zero. Alone it did not help
+  (the attention, not the masks, was the bottleneck); it is kept as an option.
 """
 
 from __future__ import annotations
