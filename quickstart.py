@@ -176,8 +176,10 @@ def main(argv=None) -> int:
     reports = {"trained": pipe.evaluate(pred_dir / "trained", test_dir / "Annotations", eval_dir / "trained.json",
                                         plot=eval_dir / "dice_trained.png", csv=eval_dir / "trained_objects.csv")}
     if not args.no_baseline:
-        reports["untrained"] = pipe.evaluate(pred_dir / "untrained", test_dir / "Annotations",
-                                             eval_dir / "untrained.json", quiet=True)
+        # from an official checkpoint the "untrained" weights are the pretrained ones
+        label = "pretrained, not fine-tuned" if args.init_checkpoint else "untrained"
+        reports[label] = pipe.evaluate(pred_dir / "untrained", test_dir / "Annotations",
+                                       eval_dir / "untrained.json", quiet=True)
     wall["evaluation"] = time.perf_counter() - tick
     wall["total"] = time.perf_counter() - start
 
