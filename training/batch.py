@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import List
 
 import torch
 
@@ -92,6 +92,3 @@ class ClipOutputs:
     def final_masks(self) -> torch.Tensor:
         """float ``[T, N, H, W]`` logits of the masks that went into memory."""
         return torch.stack([f.final_masks[:, 0] for f in self.frames])
-
-    def stats(self) -> Dict[str, float]:
-        return {"num_steps": float(sum(len(f.multimasks) for f in self.frames))}

@@ -19,7 +19,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from models import build_with_config
-from models.config import SAM2_MEMORY_TARGET, TSMS_MEMORY_KEYS
+from models.config import SAM2_MEMORY_TARGET, TSMS_MEMORY_KEYS, resolution_overrides
 from training.losses import LossWeights, SAM2VideoLoss
 from training.model import SAM2_BASE_TARGET, TRAIN_MODEL_TARGET, init_local_memory_attention
 from training.optim import build_param_groups, build_scheduler
@@ -60,13 +60,7 @@ def memory_arguments(cfg: DictConfig) -> Tuple[str, dict]:
 
 def model_overrides(cfg: DictConfig) -> List[str]:
     """Model-config overrides: the training resolution (and RoPE sizes that follow it)."""
-    res = int(cfg.resolution)
-    side = res // 16
-    overrides = [
-        f"++model.image_size={res}",
-        f"++model.memory_attention.layer.self_attention.feat_sizes=[{side},{side}]",
-        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{side},{side}]",
-    ]
+    overrides = [f"++{o}" for o in resolution_overrides(int(cfg.resolution))]
     return overrides + list(cfg.model.get("overrides") or [])
 
 

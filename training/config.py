@@ -133,7 +133,8 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 def parse_cli(argv: Optional[Sequence[str]]):
-    """``(config_path, overrides)`` from the command line (flags and ``key=value`` overrides)."""
+    """``(config_path, overrides, print_only)`` from the command line (flags, ``key=value`` overrides,
+    ``--print_config``)."""
     from utils.cli import ArgumentParser
 
     parser = ArgumentParser(

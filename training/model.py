@@ -35,13 +35,11 @@ differed by 0.5% between objects after 600 steps, against 28% at initialisation)
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from sam2.modeling.sam2_base import SAM2Base
 
 from training.batch import ClipOutputs, FrameOutputs, TrainBatch
-from training.prompts import PromptConfig, PromptPlan, add_click, plan_prompts, sample_click
+from training.prompts import PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
 SAM2_BASE_TARGET = "sam2.modeling.sam2_base.SAM2Base"
 TRAIN_MODEL_TARGET = "training.model.TSMSTrainModel"
@@ -80,8 +78,7 @@ class TSMSTrainModel(SAM2Base):
         for t in plan.processing_order(num_frames):
             img_ids = t * num_clips + batch.obj_to_clip
             # draw only when enabled, so the default leaves the random stream untouched
-            gt_memory = self.gt_memory_prob > 0 and float(
-                torch.rand((), generator=generator, device=generator.device)) < self.gt_memory_prob
+            gt_memory = self.gt_memory_prob > 0 and draw_uniform(generator) < self.gt_memory_prob
             out = self._train_track_step(
                 frame_idx=t,
                 plan=plan,
@@ -140,11 +137,8 @@ class TSMSTrainModel(SAM2Base):
 
         if frame_idx in plan.frames_to_correct:
             for _ in range(self.prompt_config.num_correction_clicks):
-                from_gt = (
-                    self.prompt_config.prob_sample_from_gt > 0
-                    and float(torch.rand((), generator=generator, device=generator.device))
-                    < self.prompt_config.prob_sample_from_gt
-                )
+                from_gt = (self.prompt_config.prob_sample_from_gt > 0
+                           and draw_uniform(generator) < self.prompt_config.prob_sample_from_gt)
                 points, labels = sample_click(gt, None if from_gt else high_res > 0, generator)
                 point_inputs = add_click(point_inputs, points, labels)
                 low_multi, high_multi, ious, low_res, high_res, obj_ptr, obj_score = self._forward_sam_heads(
@@ -194,9 +188,3 @@ def init_local_memory_attention(model: torch.nn.Module, bias: float) -> None:
         with torch.no_grad():
             attn.q_proj.bias.fill_(bias)
             attn.k_proj.bias.fill_(bias)
-
-
-def set_prompt_config(model: torch.nn.Module, config: Optional[PromptConfig]) -> None:
-    """Set the prompt simulation of a (possibly DDP-wrapped) :class:`TSMSTrainModel`."""
-    inner = getattr(model, "module", model)
-    inner.prompt_config = config or PromptConfig()

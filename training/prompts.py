@@ -94,7 +94,8 @@ class PromptPlan:
         return list(self.init_cond_frames) + rest
 
 
-def _uniform(generator: torch.Generator) -> float:
+def draw_uniform(generator: torch.Generator) -> float:
+    """One uniform draw in [0, 1) from ``generator``."""
     return float(torch.rand((), generator=generator, device=generator.device).item())
 
 
@@ -192,7 +193,7 @@ def plan_prompts(gt_masks: torch.Tensor, config: PromptConfig, generator: torch.
         gt_masks: bool ``[T, N, H, W]`` ground truth of the N objects on T frames.
     """
     num_frames = gt_masks.shape[0]
-    use_clicks = _uniform(generator) < config.prob_point_input
+    use_clicks = draw_uniform(generator) < config.prob_point_input
     num_cond = config.max_init_cond_frames
     if config.rand_init_cond_frames and num_cond > 1:
         num_cond = _randint(1, num_cond, generator)
@@ -203,7 +204,7 @@ def plan_prompts(gt_masks: torch.Tensor, config: PromptConfig, generator: torch.
     frames_to_correct: List[int] = []
     plan_masks, plan_points = {}, {}
     if use_clicks:
-        use_box = _uniform(generator) < config.prob_box_input
+        use_box = draw_uniform(generator) < config.prob_box_input
         kind = "box" if use_box else "point"
         for t in init_cond:
             gt = gt_masks[t].unsqueeze(1)

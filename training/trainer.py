@@ -193,7 +193,7 @@ class Trainer:
         gt_memory = cfg.model.get("gt_memory")
         gt_memory_prob = 0.0 if gt_memory is None else gt_memory_probability(
             float(gt_memory.prob), float(gt_memory.until), state.step / max(self.total_steps, 1))
-        getattr(self.model, "module", self.model).gt_memory_prob = gt_memory_prob
+        self.model.gt_memory_prob = gt_memory_prob  # self.model is never the DDP wrapper
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             outputs = self.ddp_model(batch, generator)
         num_objects = all_reduce_mean(torch.tensor(float(batch.num_objects), device=self.device)).clamp(min=1.0)

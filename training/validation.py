@@ -21,18 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.mask_io import list_frames
 from data.vos_index import VideoRecord, scan_vos_root
+from eval.metrics import dice_score
 from models import build_tsms_sam2_video_predictor, load_model_weights
 from models.config import uses_tsms_memory
 
 log = logging.getLogger(__name__)
-
-
-def dice_coefficient(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    total = int(pred.sum()) + int(gt.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, gt).sum()) / total
 
 
 @dataclass
@@ -104,7 +97,7 @@ class VideoValidator:
             label = video.load_label(wanted[frame_idx])
             for k, obj_id in enumerate(obj_ids):
                 pred = (mask_logits[k, 0] > 0).cpu().numpy()
-                scores[obj_id].append(dice_coefficient(pred, label == obj_id))
+                scores[obj_id].append(dice_score(pred, label == obj_id))
         self.predictor.reset_state(state)
         return [float(np.mean(v)) for v in scores.values() if v]
 
