@@ -8,8 +8,8 @@ SAM2's ``BatchedVideoDatapoint``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import List, Sequence
+from dataclasses import dataclass, field, fields
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -18,15 +18,14 @@ from data.vos_dataset import VideoClip
 
 @dataclass
 class ClipBatch:
-    """A batch of clips.
+    """A batch of clips: the one container the data loader yields and training consumes.
 
     Attributes:
-        images: ``[T, B, 3, H, W]`` float32.
+        images: ``[T, B, 3, H, W]`` float32, normalised.
         masks: ``[T, O, H, W]`` bool, ``O`` = total objects over the batch, clip-major order
             (all objects of clip 0, then of clip 1, ...).
-        obj_to_frame_idx: ``[T, O, 2]`` int32, ``(t, b)`` per object row and time.
-        object_ids: ``[O]`` int64, ids in the annotation PNGs.
         obj_batch_idx: ``[O]`` int64, clip index ``b`` of each object row.
+        object_ids: ``[O]`` int64, ids in the annotation PNGs.
         frame_indices: ``[T, B]`` int64, file frame numbers.
         strides: ``[B]`` int64, temporal stride of each clip.
         video_names: ``B`` names.
@@ -34,12 +33,19 @@ class ClipBatch:
 
     images: torch.Tensor
     masks: torch.Tensor
-    obj_to_frame_idx: torch.Tensor
-    object_ids: torch.Tensor
     obj_batch_idx: torch.Tensor
-    frame_indices: torch.Tensor
-    strides: torch.Tensor
-    video_names: List[str]
+    object_ids: Optional[torch.Tensor] = None
+    frame_indices: Optional[torch.Tensor] = None
+    strides: Optional[torch.Tensor] = None
+    video_names: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.images.dim() != 5:
+            raise ValueError(f"images must be [T, B, 3, H, W], got {tuple(self.images.shape)}")
+        if self.masks.dim() != 4 or self.masks.shape[0] != self.images.shape[0]:
+            raise ValueError(f"masks must be [T, O, H, W] with T={self.images.shape[0]}, got {tuple(self.masks.shape)}")
+        if tuple(self.obj_batch_idx.shape) != (self.masks.shape[1],):
+            raise ValueError(f"obj_batch_idx must be [O={self.masks.shape[1]}], got {tuple(self.obj_batch_idx.shape)}")
 
     @property
     def num_frames(self) -> int:
@@ -54,15 +60,12 @@ class ClipBatch:
         return int(self.masks.shape[1])
 
     @property
-    def flat_images(self) -> torch.Tensor:
-        """``[B*T, 3, H, W]``, clip-major (index ``b * T + t``)."""
-        return self.images.transpose(0, 1).flatten(0, 1)
-
-    @property
-    def flat_obj_to_img_idx(self) -> torch.Tensor:
-        """``[T, O]`` row of :attr:`flat_images` that each object reads at each time."""
-        t, b = self.obj_to_frame_idx.unbind(-1)
-        return b * self.num_frames + t
+    def obj_to_frame_idx(self) -> torch.Tensor:
+        """``[T, O, 2]`` int32, ``(t, b)`` per object row and time (SAM2's
+        ``BatchedVideoDatapoint`` layout)."""
+        time = torch.arange(self.num_frames, dtype=torch.int32)[:, None].expand(self.num_frames, self.num_objects)
+        clip = self.obj_batch_idx.to(torch.int32)[None, :].expand(self.num_frames, self.num_objects)
+        return torch.stack([time, clip.cpu()], dim=-1)
 
     def _map(self, fn) -> "ClipBatch":
         values = {}
@@ -95,15 +98,11 @@ def collate_clips(clips: Sequence[VideoClip]) -> ClipBatch:
     obj_batch_idx = torch.cat(
         [torch.full((clip.num_objects,), b, dtype=torch.int64) for b, clip in enumerate(clips)]
     )
-    num_objects = int(obj_batch_idx.numel())
-    time = torch.arange(num_frames, dtype=torch.int32)[:, None].expand(num_frames, num_objects)
-    batch = obj_batch_idx.to(torch.int32)[None, :].expand(num_frames, num_objects)
     return ClipBatch(
         images=images,
-        masks=masks.reshape(num_frames, num_objects, height, width),
-        obj_to_frame_idx=torch.stack([time, batch], dim=-1).contiguous(),
-        object_ids=torch.cat([clip.object_ids.to(torch.int64) for clip in clips]),
+        masks=masks.reshape(num_frames, int(obj_batch_idx.numel()), height, width),
         obj_batch_idx=obj_batch_idx,
+        object_ids=torch.cat([clip.object_ids.to(torch.int64) for clip in clips]),
         frame_indices=torch.stack([clip.frame_indices for clip in clips], dim=1),
         strides=torch.tensor([clip.stride for clip in clips], dtype=torch.int64),
         video_names=[clip.video_name for clip in clips],

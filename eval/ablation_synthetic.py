@@ -59,10 +59,10 @@ def parse_args(argv=None):
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise UserError(f"--checkpoint: file not found: {args.checkpoint}")
-    from models.config import load_memory_preset
+    from models.memory_spec import MemorySpec
 
     for memory in args.memories:
-        load_memory_preset(memory)  # unknown names fail now, not after training
+        MemorySpec.preset(memory)  # unknown names fail now, not after training
     return args
 
 

@@ -53,15 +53,15 @@ def run_child(spec: dict) -> dict:
 
     from data.mask_io import read_label_png
     from inference.video_sources import ImageFolderSource
-    from models import build_tsms_sam2_video_predictor
+    from models import TrackingSession, build_model
 
     config, overrides = sam2_config_and_overrides(spec["model"], spec.get("image_size"))
     torch.manual_seed(0)
     if spec["predictor"] == "sam2":
         predictor = build_sam2_video_predictor(config, None, device=spec["device"], hydra_overrides_extra=overrides)
     else:
-        predictor = build_tsms_sam2_video_predictor(config, None, device=spec["device"], memory=spec["memory"],
-                                                    hydra_overrides_extra=overrides)
+        predictor = build_model(config=config, device=spec["device"], memory=spec["memory"], overrides=overrides,
+                                predictor=True)
     baseline = current_rss_mb()
     video = Path(spec["video"])
     frames = sorted(video.glob("*.jpg"))[: spec["length"]]
@@ -74,15 +74,12 @@ def run_child(spec: dict) -> dict:
     mask = read_label_png(Path(spec["first_mask"])) > 0
     start = time.perf_counter()
     with torch.inference_mode():
-        if spec["predictor"] == "sam2":
-            state = predictor.init_state(str(clip))
-        else:
-            state = predictor.init_state(ImageFolderSource(clip), evict_outputs=True)
-        predictor.add_new_mask(state, 0, 1, mask)
+        session = TrackingSession(predictor, clip if spec["predictor"] == "sam2" else ImageFolderSource(clip))
+        session.add_mask(0, 1, mask)
         n = 0
-        for _, _, logits in predictor.propagate_in_video(state):
+        for frame in session.propagate():
             n += 1
-            _ = (logits > 0).cpu().numpy()  # what a caller would keep: nothing
+            _ = frame.masks()  # what a caller would keep: nothing
     seconds = time.perf_counter() - start
     return {
         **{k: spec[k] for k in ("predictor", "memory", "length", "model", "image_size")},

@@ -65,7 +65,7 @@ def build_predictors(model: str, image_size: int, memories, device):
     from sam2.build_sam import build_sam2_video_predictor
 
     from eval.benchmark_memory import sam2_config_and_overrides
-    from models import build_tsms_sam2_video_predictor
+    from models import build_model
     from models.predictor import hole_filling_available
 
     config, overrides = sam2_config_and_overrides(model, image_size)
@@ -76,44 +76,34 @@ def build_predictors(model: str, image_size: int, memories, device):
     weights = meta.state_dict()
     predictors = {"sam2 (Meta)": meta}
     for memory in memories:
-        ours = build_tsms_sam2_video_predictor(config, None, device=device, memory=memory, hydra_overrides_extra=overrides)
+        ours = build_model(config=config, device=device, memory=memory, overrides=overrides, predictor=True)
         ours.load_state_dict(weights, strict=True)
         predictors[f"ours ({memory})"] = ours
     return predictors
 
 
-def count_memory_tokens(predictor):
-    """A hook that records the memory tokens each memory-attention call attends."""
-    from models.memory_attention import stats_of_call
-
-    seen = []
-
-    def hook(module, args, kwargs, output):
-        seen.append(stats_of_call(module, kwargs).attended_tokens)
-
-    return seen, predictor.memory_attention.register_forward_hook(hook, with_kwargs=True)
-
-
 def track_once(predictor, video_dir: Path, mask, device, autocast, max_frames=None) -> tuple:
-    """Per-frame latencies (s) of one propagation, attended tokens, peak RSS during it."""
+    """Per-frame latencies (s) of one propagation, attended tokens per frame, peak RSS."""
     import torch
 
+    from models import TrackingSession
+
     timer = Timer(device)
-    tokens, handle = count_memory_tokens(predictor)
-    latencies, peak = [], current_rss_mb()
+    latencies, tokens, peak = [], [], current_rss_mb()
     with torch.inference_mode(), autocast():
-        state = predictor.init_state(str(video_dir))
-        predictor.add_new_mask(state, 0, 1, mask)
-        frames = predictor.propagate_in_video(state, max_frame_num_to_track=max_frames)
+        session = TrackingSession(predictor, video_dir)
+        session.add_mask(0, 1, mask)
+        frames = session.propagate(max_frames=max_frames)
         while True:
             timer.start()
             try:
-                next(frames)
+                frame = next(frames)
             except StopIteration:
                 break
             latencies.append(timer.stop())
+            tokens.append(frame.attended_tokens or 0)
             peak = max(peak, current_rss_mb())
-    handle.remove()
+        session.close()
     return latencies, tokens, peak
 
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from data.mask_io import read_label_png
-from inference.prompts import Prompt, apply_prompts
+from inference.prompts import Prompt
 from inference.writers import MaskWriter, OverlayWriter, logits_to_label_map
-from models.predictor import attended_tokens_per_frame
+from models.session import TrackingSession
 from utils.cli import UserError
 from utils.io import atomic_write
 from utils.resources import peak_rss_mb
@@ -158,8 +158,8 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
     h, w = source.height, source.width
     first_frame = _first_prompt_frames(prompts)
     overlay_writer = OverlayWriter(outputs.tmp / "overlay.mp4", source.fps, w, h) if overlay and live else None
-    state = predictor.init_state(source, evict_outputs=evict)
-    applied = apply_prompts(predictor, state, prompts)
+    session = TrackingSession(predictor, source, evict_outputs=evict)
+    applied = session.add_prompts(prompts)
     start_frame = min(applied)
     empty = np.zeros((h, w), dtype=np.uint8)
     if not reverse:
@@ -169,12 +169,13 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
     # With --reverse, frames before the last object's first prompt are written by the
     # backward pass, which starts there, so every object is tracked from its own prompt.
     reverse_start = max(first_frame.values()) if reverse else None
-    obj_ids: List[int] = list(state["obj_ids"])
+    obj_ids: List[int] = session.obj_ids
     try:
         for backwards in ([False, True] if reverse else [False]):
             begin = reverse_start if backwards else start_frame
             # sam2's propagate_in_video shows its own progress bar
-            for frame_idx, ids, logits in predictor.propagate_in_video(state, start_frame_idx=begin, reverse=backwards):
+            for frame in session.propagate(direction="reverse" if backwards else "forward", start_frame=begin):
+                frame_idx, ids, logits = frame.frame_idx, frame.obj_ids, frame.mask_logits
                 if frame_idx in written or (reverse and not backwards and frame_idx < reverse_start):
                     continue
                 labels = _visible_labels(ids, logits, frame_idx, first_frame, reverse, h, w)
@@ -199,7 +200,8 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
     total = start_frame + len(written) if live else len(source)
     if overlay and not live:
         _write_overlay_from_masks(source, outputs, total)
-    tokens = attended_tokens_per_frame(state)
+    tokens = session.mean_attended_tokens()
+    session.close()
     result = VideoResult(
         video=source.name,
         frames=total,
@@ -211,7 +213,7 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
         live=live,
         interrupted=interrupted,
         latency_ms=_latency_stats(latencies),
-        attended_memory_tokens_mean=round(float(np.mean(list(tokens.values()))), 1) if tokens else None,
+        attended_memory_tokens_mean=round(tokens, 1) if tokens is not None else None,
         peak_rss_mb=round(peak_rss_mb(), 1),
         peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     )

@@ -30,7 +30,7 @@ def parse_args(argv=None):
     model.add_argument("--pruning_threshold", type=float, help="only prune memory frames at least this similar (cosine)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr = p.add_argument_group("prompts")
-    pr.add_argument("--prompt_type", default="mask", help=f"one of {', '.join(PROMPT_TYPES)} (default mask)")
+    pr.add_argument("--prompt_type", default="mask", choices=PROMPT_TYPES, help="mask, box or point (default mask)")
     pr.add_argument("--mask_path", help="palette PNG; each non-zero value is an object id")
     pr.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="box for object 1, video pixels")
     pr.add_argument("--points", help='points for object 1: "x,y,label;x,y,label" (label 1 positive, 0 negative)')
@@ -59,9 +59,9 @@ def main(argv=None):
         os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
     setup_logging(args.log_level)
     logging.getLogger("sam2").setLevel(logging.WARNING)
-    from inference.runner import run_predict_video
+    from inference.runner import PredictOptions, run_predict_video
 
-    run_predict_video(args)
+    run_predict_video(PredictOptions.from_namespace(args))
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from data.mask_io import read_label_png as read_id_png
@@ -137,44 +137,44 @@ def prompts_from_json(path: Path) -> List[Prompt]:
     return prompts
 
 
-def build_prompts(args, frame_names: Optional[Sequence[str]] = None) -> List[Prompt]:
-    """Prompts from parsed CLI arguments (see ``inference/predict_video.py``)."""
-    if args.prompts:
-        return prompts_from_json(Path(args.prompts))
-    if args.prompt_type not in PROMPT_TYPES:
-        raise UserError(f"unknown prompt type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}")
-    frame = args.prompt_frame
-    if args.prompt_type == "mask":
-        if not args.mask_path:
+@dataclass(frozen=True)
+class PromptSpec:
+    """How the prompts of one video are given (``predict_video.py``'s prompt flags).
+
+    ``json_path`` (``--prompts``) wins over the rest; otherwise ``prompt_type`` picks
+    ``mask_path``, ``box`` (object 1) or ``points`` (object 1, ``"x,y,label;..."``), all on
+    ``frame``.
+    """
+
+    prompt_type: str = "mask"
+    mask_path: Optional[str] = None
+    box: Optional[Sequence[float]] = None
+    points: Optional[str] = None
+    frame: int = 0
+    json_path: Optional[str] = None
+
+    @property
+    def wants_vos_annotations(self) -> bool:
+        """A mask prompt with no mask given: take the first-frame ground truth of a VOS tree."""
+        return self.prompt_type == "mask" and not self.mask_path and not self.json_path
+
+
+def build_prompts(spec: PromptSpec) -> List[Prompt]:
+    """The prompts a :class:`PromptSpec` describes."""
+    if spec.json_path:
+        return prompts_from_json(Path(spec.json_path))
+    if spec.prompt_type not in PROMPT_TYPES:
+        raise UserError(f"unknown prompt type {spec.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}")
+    frame = spec.frame
+    if spec.prompt_type == "mask":
+        if not spec.mask_path:
             raise UserError("--prompt_type mask needs --mask_path (or a VOS dataset folder with Annotations)")
-        return masks_from_label_png(Path(args.mask_path), frame)
-    if args.prompt_type == "box":
-        if not args.box:
+        return masks_from_label_png(Path(spec.mask_path), frame)
+    if spec.prompt_type == "box":
+        if not spec.box:
             raise UserError("--prompt_type box needs --box x1 y1 x2 y2")
-        return [Prompt(obj_id=1, frame_idx=frame, box=list(args.box))]
-    if not args.points:
+        return [Prompt(obj_id=1, frame_idx=frame, box=list(spec.box))]
+    if not spec.points:
         raise UserError('--prompt_type point needs --points "x,y,label;..."')
-    points, labels = parse_points(args.points)
+    points, labels = parse_points(spec.points)
     return [Prompt(obj_id=1, frame_idx=frame, points=points, labels=labels)]
-
-
-def apply_prompts(predictor, state, prompts: Sequence[Prompt], frames: Optional[Sequence[int]] = None) -> Dict[int, List[int]]:
-    """Add prompts (optionally only those on ``frames``); returns {frame: [obj_ids]}."""
-    applied: Dict[int, List[int]] = {}
-    for p in sorted(prompts, key=lambda p: (p.frame_idx, p.obj_id)):
-        if frames is not None and p.frame_idx not in frames:
-            continue
-        if p.mask is not None:
-            predictor.add_new_mask(state, frame_idx=p.frame_idx, obj_id=p.obj_id, mask=p.mask)
-        if p.box is not None or p.points:
-            predictor.add_new_points_or_box(
-                state,
-                frame_idx=p.frame_idx,
-                obj_id=p.obj_id,
-                points=p.points,
-                labels=p.labels,
-                box=p.box,
-                clear_old_points=p.mask is None,
-            )
-        applied.setdefault(p.frame_idx, []).append(p.obj_id)
-    return applied

@@ -2,39 +2,69 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-import torch
 
+from data.mask_io import read_label_png
 from inference.predict import VideoResult, check_output_dir, segment_video, write_summary
-from inference.prompts import Prompt, build_prompts, read_label_png
+from inference.prompts import Prompt, PromptSpec, build_prompts
 from inference.video_sources import ImageFolderSource, is_live_spec, open_video_source
-from models import build_tsms_sam2_video_predictor
+from models import build_model
+from utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass
+class PredictOptions:
+    """Everything ``predict_video.py`` takes (its flags, same names and defaults).
+
+    Give exactly one of ``video_path`` and ``dataset_dir``, and a ``checkpoint`` and/or a
+    ``model_cfg``. ``memory`` / ``memory_bank_size`` / ``pruning_threshold`` choose the
+    :class:`~models.memory_spec.MemorySpec` (``None``: the checkpoint's own).
+    """
+
+    video_path: Optional[str] = None
+    dataset_dir: Optional[str] = None
+    live: bool = False
+    checkpoint: Optional[str] = None
+    model_cfg: Optional[str] = None
+    memory: Optional[str] = None
+    memory_bank_size: Optional[int] = None
+    pruning_threshold: Optional[float] = None
+    device: str = "auto"
+    prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
+    track_later_objects: bool = False
+    output_dir: str = "./results"
+    reverse: bool = False
+    save_per_object: bool = False
+    overlay: bool = False
+    no_evict: bool = False
+
+    @classmethod
+    def from_namespace(cls, args) -> "PredictOptions":
+        """From parsed CLI arguments (flags of other groups, e.g. ``--quiet``, are ignored)."""
+        given = vars(args)
+        names = {f.name for f in dataclasses.fields(cls)} - {"prompt"}
+        prompt = PromptSpec(prompt_type=given.get("prompt_type", "mask"), mask_path=given.get("mask_path"),
+                            box=given.get("box"), points=given.get("points"),
+                            frame=given.get("prompt_frame", 0), json_path=given.get("prompts"))
+        return cls(prompt=prompt, **{k: v for k, v in given.items() if k in names})
 
 
-def build_predictor(args):
-    memory_options = {}
-    if args.memory_bank_size is not None:
-        memory_options["memory_bank_size"] = args.memory_bank_size
-    if args.pruning_threshold is not None:
-        memory_options["pruning_threshold"] = args.pruning_threshold
-    return build_tsms_sam2_video_predictor(
-        config=args.model_cfg,
-        ckpt_path=args.checkpoint,
-        device=pick_device(args.device),
-        memory=args.memory,
-        memory_options=memory_options or None,
+def build_predictor(options: PredictOptions):
+    return build_model(
+        config=options.model_cfg,
+        checkpoint=options.checkpoint,
+        device=resolve_device(options.device),
+        memory=options.memory,
+        memory_overrides={"memory_bank_size": options.memory_bank_size, "pruning_threshold": options.pruning_threshold},
+        predictor=True,
     )
 
 
@@ -66,29 +96,29 @@ def vos_prompts(source: ImageFolderSource, ann_dir: Path, later_objects: bool = 
     return prompts
 
 
-def run_predict_video(args) -> List[VideoResult]:
-    """Run ``predict_video.py`` with parsed arguments; returns one result per video."""
-    output_dir = Path(args.output_dir)
+def run_predict_video(options: PredictOptions) -> List[VideoResult]:
+    """Run ``predict_video.py``; returns one result per video."""
+    output_dir = Path(options.output_dir)
     check_output_dir(output_dir)
-    predictor = build_predictor(args)
+    predictor = build_predictor(options)
     jobs = []
-    if args.dataset_dir:
-        root = Path(args.dataset_dir)
+    if options.dataset_dir:
+        root = Path(options.dataset_dir)
         videos = sorted(p for p in (root / "JPEGImages").glob("*") if p.is_dir())
         if not videos:
             raise FileNotFoundError(root / "JPEGImages")
         for video_dir in videos:
             jobs.append((ImageFolderSource(video_dir), None, root / "Annotations" / video_dir.name))
     else:
-        source = open_video_source(args.video_path, live=args.live)
+        source = open_video_source(options.video_path, live=options.live)
         ann = None
-        if args.prompt_type == "mask" and not args.mask_path and not args.prompts and not source.live:
-            ann = vos_annotation_dir(Path(args.video_path))
-        jobs.append((source, None if ann else build_prompts(args), ann))
+        if options.prompt.wants_vos_annotations and not source.live:
+            ann = vos_annotation_dir(Path(options.video_path))
+        jobs.append((source, None if ann else build_prompts(options.prompt), ann))
     results = []
     for source, prompts, ann_dir in jobs:
         if prompts is None:
-            prompts = vos_prompts(source, ann_dir, args.track_later_objects)
+            prompts = vos_prompts(source, ann_dir, options.track_later_objects)
         log.info("segmenting %s (%s frames, %d objects)", source.name, "live" if source.live else len(source), len({p.obj_id for p in prompts}))
         results.append(
             segment_video(
@@ -96,20 +126,21 @@ def run_predict_video(args) -> List[VideoResult]:
                 source,
                 prompts,
                 output_dir,
-                reverse=args.reverse,
-                per_object=args.save_per_object,
-                overlay=args.overlay,
-                evict=not args.no_evict,
+                reverse=options.reverse,
+                per_object=options.save_per_object,
+                overlay=options.overlay,
+                evict=not options.no_evict,
             )
         )
         if hasattr(source, "close"):
             source.close()
     run_info = {
-        "checkpoint": args.checkpoint,
-        "model_cfg": args.model_cfg,
-        "memory": args.memory,
+        "checkpoint": options.checkpoint,
+        "model_cfg": options.model_cfg,
+        "memory": predictor.memory_spec.describe(),
+        "memory_spec": predictor.memory_spec.as_dict(),
         "device": str(predictor.device),
-        "live": bool(args.live or (args.video_path and is_live_spec(str(args.video_path)))),
+        "live": bool(options.live or (options.video_path and is_live_spec(str(options.video_path)))),
     }
     path = write_summary(output_dir, results, run_info)
     log.info("wrote %d video(s) to %s (summary: %s)", len(results), output_dir, path)

@@ -1,6 +1,7 @@
-"""SAM2 + TSMS: model building, checkpoint IO, the MS memory rule and the video predictor."""
+"""SAM2 + TSMS: the memory spec, the model builder, checkpoint IO, the MS memory rule, the
+video predictor and the tracking session."""
 
-from models.build import build_tsms_sam2, build_tsms_sam2_video_predictor, build_with_config, compose_model_config
+from models.build import build_model, build_tsms_sam2_video_predictor, compose_model_config
 from models.checkpoint import (
     CheckpointError,
     describe_sam2_weights,
@@ -8,15 +9,17 @@ from models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from models.config import resolve_model_config, set_memory
-from models.memory_attention import MemoryAttentionStats, TSMSMemoryAttention
+from models.config import resolve_model_config
+from models.memory_attention import TSMSMemoryAttention
 from models.memory_pruning import frame_similarity, plan_pruning_groups, select_frames_to_prune
-from models.predictor import TSMSVideoPredictor, attended_tokens_per_frame
+from models.memory_spec import MemorySpec, resolve_memory
+from models.memory_stats import MemoryAttentionStats, record_memory_stats
+from models.predictor import TSMSVideoPredictor
+from models.session import FrameResult, TrackingSession
 
 __all__ = [
-    "build_tsms_sam2",
+    "build_model",
     "build_tsms_sam2_video_predictor",
-    "build_with_config",
     "compose_model_config",
     "CheckpointError",
     "describe_sam2_weights",
@@ -24,12 +27,15 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "resolve_model_config",
-    "set_memory",
-    "MemoryAttentionStats",
     "TSMSMemoryAttention",
     "frame_similarity",
     "plan_pruning_groups",
     "select_frames_to_prune",
+    "MemorySpec",
+    "resolve_memory",
+    "MemoryAttentionStats",
+    "record_memory_stats",
     "TSMSVideoPredictor",
-    "attended_tokens_per_frame",
+    "FrameResult",
+    "TrackingSession",
 ]

@@ -1,7 +1,8 @@
-"""Build SAM2 / TSMS-SAM2 models and video predictors, mirroring sam2's builders.
+"""The one model builder: SAM2 / TSMS-SAM2 models and video predictors, from any config.
 
-Hydra instantiation happens here, at the edge; the modules themselves take plain keyword
-arguments.
+Training, inference, validation, the benchmarks and the quickstart all build through
+:func:`build_model`. Hydra instantiation happens here, at the edge; the modules themselves
+take plain keyword arguments. The memory travels as a :class:`~models.memory_spec.MemorySpec`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from models.checkpoint import CheckpointError, checkpoint_config, load_model_weights, read_checkpoint
-from models.config import ConfigLike, apply_overrides, resolve_model_config, set_memory
-from utils.cli import UserError
+from models.checkpoint import CheckpointError, checkpoint_config, fit_memory_bank, load_model_weights, read_checkpoint
+from models.config import ConfigLike, apply_overrides, resolve_model_config
+from models.memory_spec import MemoryLike, MemorySpec, memory_spec_of_model_config, resolve_memory
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,19 @@ _POSTPROCESSING_OVERRIDES = (
 
 
 def compose_model_config(
+    *,
     config: Optional[ConfigLike] = None,
     ckpt: Optional[Mapping] = None,
-    memory: Optional[str] = None,
-    memory_options: Optional[Mapping] = None,
-    hydra_overrides_extra: Sequence[str] = (),
-) -> DictConfig:
-    """The resolved model config: base config, memory choice, then user overrides."""
+    memory: MemoryLike = None,
+    memory_overrides: Optional[Mapping] = None,
+    overrides: Sequence[str] = (),
+) -> Tuple[DictConfig, MemorySpec]:
+    """The resolved model config and its memory: base config, memory, then overrides.
+
+    ``memory=None`` keeps the memory of a config given as a mapping (ours, embedded in
+    checkpoints); a config file with SAM2's own module gets ``tsms``. A preset name takes
+    the config's bank size (``num_maskmem``); a ``MemorySpec`` is used as it is.
+    """
     if config is None:
         config = checkpoint_config(ckpt) if ckpt is not None else None
         if config is None:
@@ -48,91 +56,86 @@ def compose_model_config(
                 "(official SAM2 checkpoints need a config, e.g. --model_cfg configs/sam2.1/sam2.1_hiera_s.yaml)"
             )
     cfg = resolve_model_config(config)
-    set_memory(cfg, memory, memory_options)
-    apply_overrides(cfg, hydra_overrides_extra)
+    current = memory_spec_of_model_config(cfg)
+    if memory is None and current.module == "sam2" and not isinstance(config, (Mapping, DictConfig)):
+        memory = "tsms"
+    if isinstance(memory, str):
+        memory = MemorySpec.preset(memory).replace(memory_bank_size=current.memory_bank_size)
+    spec = resolve_memory(memory, memory_overrides, default=current)
+    spec.apply_to(cfg)
+    apply_overrides(cfg, overrides)
     OmegaConf.resolve(cfg)
-    return cfg
+    return cfg, memory_spec_of_model_config(cfg)  # raw overrides (num_maskmem=9) included
 
 
-def _instantiate(cfg: DictConfig, ckpt: Optional[Mapping], ckpt_path, device, mode) -> torch.nn.Module:
-    try:
-        model = instantiate(cfg.model, _recursive_=True)
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        raise UserError(f"cannot build the model from its config: {type(cause).__name__}: {cause}") from exc
-    if ckpt is not None:
-        load_model_weights(model, ckpt["model"], source=str(ckpt_path))
-    model = model.to(device)
-    if mode == "eval":
-        model.eval()
-    elif mode == "train":
-        model.train()
-    else:
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-    model.tsms_config = cfg  # the resolved config, for saving checkpoints
-    return model
-
-
-def build_with_config(
+def build_model(
+    *,
     config: Optional[ConfigLike] = None,
-    ckpt_path: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    memory: MemoryLike = None,
+    memory_overrides: Optional[Mapping] = None,
+    overrides: Sequence[str] = (),
     device: str | torch.device = "cpu",
     mode: str = "eval",
-    memory: Optional[str] = None,
-    memory_options: Optional[Mapping] = None,
-    hydra_overrides_extra: Sequence[str] = (),
-) -> Tuple[torch.nn.Module, DictConfig]:
-    """Build a model and return it with its resolved config.
+    predictor: bool = False,
+    model_target: Optional[str] = None,
+    postprocessing: bool = True,
+) -> torch.nn.Module:
+    """Build a model; ``model.tsms_config`` is its resolved config, ``model.memory_spec`` its memory.
 
     Args:
         config: model config (path, sam2 config name, size alias or mapping); may be
             omitted for our checkpoints, which embed theirs.
-        ckpt_path: official SAM2 checkpoint or ours, loaded strictly.
+        checkpoint: official SAM2 checkpoint or ours, loaded strictly. A smaller memory
+            bank than the checkpoint's keeps its newest temporal encodings.
+        memory: a :class:`MemorySpec`, a preset name (``tsms``, ``tsms_fast``, ``sam2`` ...)
+            or ``None`` (see :func:`compose_model_config`).
+        memory_overrides: fields to change on top, e.g. CLI flags
+            ``{"pruning_threshold": 0.9, "memory_bank_size": 5}`` (``None`` values skipped).
+        overrides: Hydra-style overrides of the model config, applied last.
         mode: ``"eval"`` or ``"train"``.
-        memory / memory_options / hydra_overrides_extra: see
-            :func:`build_tsms_sam2_video_predictor`.
+        predictor: build our :class:`~models.predictor.TSMSVideoPredictor` (with sam2's
+            post-processing unless ``postprocessing=False``).
+        model_target: another ``model._target_`` (e.g. the training model).
     """
-    ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
-    cfg = compose_model_config(config, ckpt, memory, memory_options, hydra_overrides_extra)
-    return _instantiate(cfg, ckpt, ckpt_path, device, mode), cfg
-
-
-def build_tsms_sam2(*args, **kwargs) -> torch.nn.Module:
-    """Build a SAM2Base-style model (the config's own ``model._target_``).
-
-    Same arguments as :func:`build_with_config`; returns only the model.
-    """
-    return build_with_config(*args, **kwargs)[0]
+    if mode not in ("eval", "train"):
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    target = PREDICTOR_TARGET if predictor else model_target
+    extra = [f"++model._target_={target}"] if target else []
+    if predictor and postprocessing:
+        extra += list(_POSTPROCESSING_OVERRIDES)
+    ckpt = read_checkpoint(checkpoint) if checkpoint is not None else None
+    cfg, spec = compose_model_config(config=config, ckpt=ckpt, memory=memory, memory_overrides=memory_overrides,
+                                     overrides=extra + list(overrides))
+    try:
+        model = instantiate(cfg.model, _recursive_=True)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"cannot build the model from its config: {type(cause).__name__}: {cause}") from exc
+    if ckpt is not None:
+        weights = fit_memory_bank(ckpt["model"], spec.memory_bank_size, source=str(checkpoint))
+        load_model_weights(model, weights, source=str(checkpoint))
+    model = model.to(device)
+    model.train(mode == "train")
+    model.tsms_config = cfg  # the resolved config, for saving checkpoints
+    model.memory_spec = spec
+    if predictor:
+        model.disable_unavailable_postprocessing()
+    log.debug("built %s with memory %s", type(model).__name__, spec.describe())
+    return model
 
 
 def build_tsms_sam2_video_predictor(
     config: Optional[ConfigLike] = None,
     ckpt_path: Optional[str] = None,
     device: str | torch.device = "cpu",
-    memory: Optional[str] = None,
+    memory: MemoryLike = None,
     hydra_overrides_extra: Sequence[str] = (),
     memory_options: Optional[Mapping] = None,
-    mode: str = "eval",
-    apply_postprocessing: bool = True,
 ):
-    """Build our :class:`~models.predictor.TSMSVideoPredictor`.
-
-    Args:
-        config: a model config (path, sam2 config name, size alias or mapping). May be
-            omitted when ``ckpt_path`` is one of our checkpoints, which embed their config.
-        ckpt_path: official SAM2 checkpoint or ours; loaded strictly.
-        memory: ``"tsms"`` (MS on), ``"sam2"`` (plain SAM2), another preset from
-            ``configs/memory/``, or ``None`` (default): keep what the config says, which
-            for our checkpoints is what they were trained with; sam2's own configs get
-            ``"tsms"``.
-        hydra_overrides_extra: Hydra-style overrides, applied last.
-        memory_options: e.g. ``{"pruning_threshold": 0.9, "memory_bank_size": 7}``.
-        apply_postprocessing: the same post-processing as sam2's builder.
-    """
-    overrides = [f"++model._target_={PREDICTOR_TARGET}"]
-    if apply_postprocessing:
-        overrides += list(_POSTPROCESSING_OVERRIDES)
-    overrides += list(hydra_overrides_extra)
-    model = build_tsms_sam2(config, ckpt_path, device, mode, memory, memory_options, overrides)
-    model.disable_unavailable_postprocessing()
-    return model
+    """sam2's ``build_sam2_video_predictor`` signature over :func:`build_model` (for users
+    coming from sam2): our :class:`~models.predictor.TSMSVideoPredictor`."""
+    return build_model(config=config, checkpoint=ckpt_path, device=device, memory=memory,
+                       memory_overrides=memory_options, overrides=hydra_overrides_extra, predictor=True)

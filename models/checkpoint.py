@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_torch_save
 
 FORMAT_NAME = "tsms-sam2"
@@ -72,6 +72,32 @@ def checkpoint_config(ckpt: Mapping) -> Optional[dict]:
     """The model config embedded in one of our checkpoints, or None for official files."""
     cfg = ckpt.get("config")
     return dict(cfg) if isinstance(cfg, Mapping) else None
+
+
+_TPOS_KEY = "maskmem_tpos_enc"  # [num_maskmem, 1, 1, C]: one temporal encoding per memory slot
+
+
+def fit_memory_bank(state_dict: Mapping[str, torch.Tensor], memory_bank_size: int, source: str = "checkpoint"):
+    """Weights for a model with ``memory_bank_size`` memory slots.
+
+    SAM2 reads the encoding of a memory ``t`` frames back at index ``t - 1`` and that of
+    the prompted (conditioning) frames at the last index, ``num_maskmem - 1``. A smaller
+    bank therefore keeps the first ``memory_bank_size - 1`` encodings and the last one, and
+    every memory it still attends gets the encoding it was trained with. A larger bank has
+    no trained encodings for its oldest slots: refused.
+    """
+    tpos = state_dict.get(_TPOS_KEY)
+    if tpos is None or tpos.shape[0] == memory_bank_size:
+        return state_dict
+    trained = int(tpos.shape[0])
+    if memory_bank_size > trained:
+        raise UserError(
+            f"memory_bank_size {memory_bank_size} is larger than the {trained} memory slots {source} was trained "
+            f"with (it holds no temporal encoding for the older slots); use memory_bank_size <= {trained}"
+        )
+    fitted = dict(state_dict)
+    fitted[_TPOS_KEY] = torch.cat([tpos[: memory_bank_size - 1], tpos[-1:]]).clone()
+    return fitted
 
 
 def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -1,4 +1,4 @@
-"""Model configs: find them, apply Hydra-style overrides, choose the memory module.
+"""Model configs: find them and apply Hydra-style overrides (memory: see memory_spec.py).
 
 A model config is a mapping with a top-level ``model`` key, the layout of sam2's own YAML
 files. ``resolve_model_config`` accepts:
@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from utils.cli import UserError
+from utils.bootstrap import REPO_ROOT
+from utils.errors import UserError
 
-REPO_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+REPO_CONFIG_DIR = REPO_ROOT / "configs"
 MODEL_CONFIG_DIR = REPO_CONFIG_DIR / "model"
-MEMORY_CONFIG_DIR = REPO_CONFIG_DIR / "memory"
 
 SAM2_SIZE_ALIASES = {
     "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -76,19 +76,6 @@ def resolution_overrides(image_size: int) -> list:
         f"model.memory_attention.layer.cross_attention.feat_sizes={grid}",
     ]
 
-
-SAM2_MEMORY_TARGET = "sam2.modeling.memory_attention.MemoryAttention"
-TSMS_MEMORY_KEYS = (
-    "memory_bank_size",
-    "use_mem_split",
-    "prune_frames",
-    "pruning_threshold",
-    "similarity",
-    "prune_in_training",
-    "enabled",
-    "pool_size",
-    "full_res_frames",
-)
 
 ConfigLike = Union[str, Path, Mapping, DictConfig]
 
@@ -153,52 +140,4 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             raise UserError(f"override {key}: no such key in the model config (use +{key}=... to add)")
         else:
             OmegaConf.update(cfg, key, ov.value(), merge=True, force_add=True)
-    return cfg
-
-
-def load_memory_preset(name: str) -> DictConfig:
-    path = MEMORY_CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in MEMORY_CONFIG_DIR.glob("*.yaml"))
-        raise UserError(f"unknown memory {name!r}; choose one of: {', '.join(known)}")
-    return OmegaConf.load(path)
-
-
-def uses_tsms_memory(cfg: DictConfig) -> bool:
-    return OmegaConf.select(cfg, "model.memory_attention._target_") != SAM2_MEMORY_TARGET
-
-
-def set_memory(
-    cfg: DictConfig,
-    memory: Optional[str] = None,
-    memory_options: Optional[Mapping] = None,
-) -> DictConfig:
-    """Choose the memory module in place.
-
-    Args:
-        memory: a preset in ``configs/memory/`` (``sam2``, ``tsms``, ``surgsam2`` ...), or
-            ``None`` to keep the config's own choice (a config with SAM2's module then
-            gets ``tsms``).
-        memory_options: keys to change on top, e.g. ``{"pruning_threshold": 0.9}``.
-            ``memory_bank_size`` sets SAM2's ``num_maskmem``, which sizes the memory bank.
-    """
-    mem = cfg.model.memory_attention
-    if memory is None and not uses_tsms_memory(cfg):
-        memory = "tsms"
-    options = dict(memory_options or {})
-    if "memory_bank_size" in options:
-        cfg.model.num_maskmem = int(options.pop("memory_bank_size"))
-    if memory is not None:
-        base = {k: v for k, v in mem.items() if k not in TSMS_MEMORY_KEYS}
-        mem = OmegaConf.merge(OmegaConf.create(base), load_memory_preset(memory))
-    if options:
-        if not uses_tsms_memory(OmegaConf.create({"model": {"memory_attention": mem}})):
-            raise UserError(f"memory options {sorted(options)} need a TSMS memory, not SAM2's")
-        unknown = sorted(set(options) - set(TSMS_MEMORY_KEYS))
-        if unknown:
-            raise UserError(f"unknown memory option(s) {unknown}; known: {list(TSMS_MEMORY_KEYS)}")
-        mem = OmegaConf.merge(mem, options)
-    if mem._target_ != SAM2_MEMORY_TARGET:
-        mem.memory_bank_size = "${model.num_maskmem}"  # one source of truth for the bank size
-    cfg.model.memory_attention = mem
     return cfg

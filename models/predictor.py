@@ -1,8 +1,9 @@
-"""Our video predictor: SAM2VideoPredictor's API, plus per-frame memory statistics.
+"""Our video predictor: SAM2VideoPredictor's API over lazily decoded frames, with eviction.
 
 It keeps SAM2's interface (``init_state``, ``add_new_points_or_box``, ``add_new_mask``,
 ``propagate_in_video`` with ``reverse``, ``reset_state``). The TSMS memory rule lives in
-the memory-attention module, so tracking here is SAM2's own code path.
+the memory-attention module, so tracking here is SAM2's own code path. Most callers use it
+through :class:`models.session.TrackingSession`, which also records per-frame statistics.
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional
-
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from models.eviction import forget_evicted_frame, evict_unreachable_outputs
 from models.frames import EndOfStream, LazyFrameTensors
-from models.memory_attention import MemoryAttentionStats, stats_of_call
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +26,11 @@ def hole_filling_available(device: torch.device | str) -> bool:
 
 
 class TSMSVideoPredictor(SAM2VideoPredictor):
-    """SAM2VideoPredictor that records what the memory attention attended on every frame.
-
-    ``inference_state["memory_stats"][frame_idx][obj_idx]`` holds a
-    :class:`~models.memory_attention.MemoryAttentionStats` for every tracked
-    (non-conditioning) frame; :func:`attended_tokens_per_frame` summarises them.
-    """
+    """SAM2VideoPredictor over lazy frame sources, with output eviction for long videos."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._last_memory_stats: Optional[MemoryAttentionStats] = None
-        self.memory_attention.register_forward_hook(self._record_memory_stats, with_kwargs=True)
         self.memory_attention.register_forward_pre_hook(_match_memory_dtype, with_kwargs=True)
-
-    def _record_memory_stats(self, module, args, kwargs, output):
-        self._last_memory_stats = stats_of_call(module, kwargs)
 
     def disable_unavailable_postprocessing(self) -> None:
         """Skip hole filling quietly where sam2 would warn and skip it on every frame."""
@@ -66,7 +54,6 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
             state = self._init_lazy_state(video_path, offload_video_to_cpu, offload_state_to_cpu)
         else:
             state = super().init_state(video_path, offload_video_to_cpu, offload_state_to_cpu, **kwargs)
-        state["memory_stats"] = {}
         state["evict_outputs"] = bool(evict_outputs)
         return state
 
@@ -124,21 +111,6 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
         forget_evicted_frame(inference_state, frame_idx)
         return super().add_new_mask(inference_state, frame_idx, obj_id, mask)
 
-    def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, *args, **kwargs):
-        self._last_memory_stats = None
-        result = super()._run_single_frame_inference(inference_state, output_dict, frame_idx, *args, **kwargs)
-        if self._last_memory_stats is not None and "memory_stats" in inference_state:
-            obj_idx = next(
-                (i for i, d in inference_state["output_dict_per_obj"].items() if d is output_dict),
-                -1,  # a consolidated multi-object call
-            )
-            inference_state["memory_stats"].setdefault(frame_idx, {})[obj_idx] = self._last_memory_stats
-        return result
-
-    def _reset_tracking_results(self, inference_state):
-        super()._reset_tracking_results(inference_state)
-        inference_state.get("memory_stats", {}).clear()
-
 
 def _match_memory_dtype(module, args, kwargs):
     """Memory of bf16-stored frames alone (no fp32 object pointers to promote it) would
@@ -164,12 +136,3 @@ def drop_outputs_before_first_prompt(state, frame_idx: int, reverse: bool) -> No
         ahead = all(c < frame_idx for c in conds) if reverse else all(c > frame_idx for c in conds)
         if conds and ahead:
             out["non_cond_frame_outputs"].pop(frame_idx, None)
-
-
-def attended_tokens_per_frame(inference_state) -> Dict[int, float]:
-    """Mean attended memory tokens (kept frames + object pointers) per tracked frame."""
-    out = {}
-    for frame_idx, per_obj in sorted(inference_state.get("memory_stats", {}).items()):
-        values: List[int] = [s.attended_tokens for s in per_obj.values()]
-        out[frame_idx] = sum(values) / len(values)
-    return out

@@ -60,10 +60,10 @@ def two_object_video(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mini_checkpoint(tmp_path_factory):
     """An official-format (``{"model": state_dict}``) file with random mini weights."""
-    from models import build_tsms_sam2
+    from models import build_model
 
     torch.manual_seed(0)
-    model = build_tsms_sam2("mini", memory="sam2")
+    model = build_model(config="mini", memory="sam2")
     path = tmp_path_factory.mktemp("ckpt") / "mini_random.pt"
     torch.save({"model": model.state_dict()}, path)
     return path

@@ -13,9 +13,9 @@ from sam2.modeling.memory_attention import MemoryAttention
 from models import (
     CheckpointError,
     TSMSMemoryAttention,
-    build_tsms_sam2,
+    MemorySpec,
+    build_model,
     build_tsms_sam2_video_predictor,
-    build_with_config,
     read_checkpoint,
     resolve_model_config,
     save_checkpoint,
@@ -23,7 +23,7 @@ from models import (
 from models.config import SAM2_SIZE_ALIASES
 from tests.conftest import MINI_OVERRIDES
 from tests.test_parity import assert_outputs_equal, run_scenario
-from utils.cli import UserError
+from utils.errors import UserError
 
 
 @pytest.mark.parametrize("alias", sorted(SAM2_SIZE_ALIASES))
@@ -37,7 +37,7 @@ def test_every_size_config_resolves(alias):
     [("tiny", 96, 12), ("small", 96, 16), ("base_plus", 112, 24), ("sam2_tiny", 96, 12)],
 )
 def test_build_sam2_sizes(name, embed_dim, blocks):
-    model = build_tsms_sam2(name)
+    model = build_model(config=name)
     assert model.image_encoder.trunk.patch_embed.proj.out_channels == embed_dim
     assert len(model.image_encoder.trunk.blocks) == blocks
     assert isinstance(model.memory_attention, TSMSMemoryAttention)
@@ -58,7 +58,7 @@ def test_mini_config_equals_sam2_tiny_with_overrides():
 
 
 def test_mini_model_is_small_and_fast():
-    model = build_tsms_sam2("mini")
+    model = build_model(config="mini")
     assert sum(p.numel() for p in model.parameters()) < 3e6
     assert model.image_size == 128
     with torch.no_grad():
@@ -79,29 +79,30 @@ def test_overrides_follow_hydra_semantics():
 
 
 def test_memory_presets_and_options():
-    _, cfg = build_with_config("mini", memory="tsms", memory_options={"pruning_threshold": 0.8, "memory_bank_size": 5})
-    mem = cfg.model.memory_attention
+    model = build_model(config="mini", memory="tsms", memory_overrides={"pruning_threshold": 0.8, "memory_bank_size": 5})
+    cfg, mem = model.tsms_config, model.tsms_config.model.memory_attention
     assert (cfg.model.num_maskmem, mem.memory_bank_size, mem.pruning_threshold) == (5, 5, 0.8)
-    model = build_tsms_sam2("mini", memory="surgsam2")
+    assert model.memory_spec.describe() == "tsms (memory_bank_size=5, pruning_threshold=0.8)"
+    model = build_model(config="mini", memory="surgsam2")
     assert isinstance(model.memory_attention, TSMSMemoryAttention) and not model.memory_attention.use_mem_split
-    stock = build_tsms_sam2("mini", memory="sam2")
-    assert type(stock.memory_attention) is MemoryAttention
+    stock = build_model(config="mini", memory="sam2")
+    assert type(stock.memory_attention) is MemoryAttention and stock.memory_spec.name == "sam2"
     # the bank size follows num_maskmem when it is overridden later
-    _, cfg = build_with_config("mini", memory="tsms", hydra_overrides_extra=["model.num_maskmem=9"])
-    assert cfg.model.memory_attention.memory_bank_size == 9
+    model = build_model(config="mini", memory="tsms", overrides=["model.num_maskmem=9"])
+    assert model.tsms_config.model.memory_attention.memory_bank_size == 9 and model.memory_spec.memory_bank_size == 9
     with pytest.raises(UserError, match="unknown memory"):
-        build_tsms_sam2("mini", memory="tsms_turbo")
+        build_model(config="mini", memory="tsms_turbo")
     with pytest.raises(UserError, match="need a TSMS memory"):
-        build_tsms_sam2("mini", memory="sam2", memory_options={"prune_frames": 4})
+        build_model(config="mini", memory="sam2", memory_overrides={"prune_frames": 4})
     with pytest.raises(UserError, match="unknown memory option"):
-        build_tsms_sam2("mini", memory="tsms", memory_options={"prune": 4})
+        build_model(config="mini", memory="tsms", memory_overrides={"prune": 4})
     with pytest.raises(UserError, match="unknown similarity"):
-        build_tsms_sam2("mini", memory="tsms", memory_options={"similarity": "l1"})
+        build_model(config="mini", memory="tsms", memory_overrides={"similarity": "l1"})
 
 
 # ---------------------------------------------------------------- checkpoints
 def test_official_checkpoint_loads_strictly(mini_checkpoint):
-    model = build_tsms_sam2("mini", str(mini_checkpoint), memory="tsms")
+    model = build_model(config="mini", checkpoint=str(mini_checkpoint), memory="tsms")
     sd = torch.load(mini_checkpoint, weights_only=True)["model"]
     assert model.state_dict().keys() == sd.keys()
     assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
@@ -109,7 +110,7 @@ def test_official_checkpoint_loads_strictly(mini_checkpoint):
 
 def test_wrong_size_checkpoint_names_the_mismatch(mini_checkpoint):
     with pytest.raises(CheckpointError) as err:
-        build_tsms_sam2("tiny", str(mini_checkpoint))
+        build_model(config="tiny", checkpoint=str(mini_checkpoint))
     msg = str(err.value)
     assert "Hiera embed_dim=32, 5 blocks" in msg and "SAM2.1 tiny (Hiera embed_dim=96, 12 blocks)" in msg
     assert "shape mismatches" in msg and "\n" not in msg
@@ -153,7 +154,7 @@ def test_our_checkpoint_round_trip(mini_checkpoint, two_object_video, tmp_path):
 
 
 def test_failed_save_leaves_no_file(tmp_path):
-    model = build_tsms_sam2("mini")
+    model = build_model(config="mini")
     with pytest.raises(Exception):
         save_checkpoint(tmp_path / "bad.pt", model, model.tsms_config, bad=lambda: None)
     assert list(tmp_path.iterdir()) == []

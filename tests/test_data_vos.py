@@ -158,8 +158,6 @@ def test_collate_clips_layout(vos_root):
     first = clips[0].num_objects
     assert torch.equal(batch.masks[:, first:first + clips[1].num_objects], clips[1].masks)
     assert torch.equal(batch.images[:, 1], clips[1].frames)
-    flat = batch.flat_obj_to_img_idx
-    assert torch.equal(batch.flat_images[flat[1, -1]], batch.images[1, int(batch.obj_batch_idx[-1])])
     assert batch.to("cpu").masks.shape == batch.masks.shape
     with pytest.raises(ValueError, match="differ in shape"):
         collate_clips([clips[0], VOSDataset(vos_root, UniformTemporalSampler(2), seed=1)[0]])

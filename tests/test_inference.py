@@ -227,7 +227,7 @@ def _bad_cases(root, masks, tmp_path, ckpt, corrupt):
         "point outside": (["--video_path", video, *m, "--prompt_type", "point", "--points", "900,3,1"], "outside"),
         "mask size": (["--video_path", video, *m, "--mask_path", tmp_path / "small_mask.png"], "mask is 10x10 but the video is 128x96"),
         "empty mask": (["--video_path", video, *m, "--mask_path", tmp_path / "empty_mask.png"], "empty"),
-        "prompt type": (["--video_path", video, *m, "--prompt_type", "scribble"], "unknown prompt type"),
+        "prompt type": (["--video_path", video, *m, "--prompt_type", "scribble"], "invalid choice: 'scribble'"),
         "points parse": (["--video_path", video, *m, "--prompt_type", "point", "--points", "1;2;x"], "cannot parse point"),
         "not a checkpoint": (["--video_path", video, "--checkpoint", tmp_path / "not_sam2.pt", "--model_cfg", "mini"], "not a SAM2/TSMS checkpoint"),
         "size mismatch": (["--video_path", video, "--checkpoint", ckpt, "--model_cfg", "small"], "does not match the model config"),

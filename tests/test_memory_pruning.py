@@ -10,6 +10,8 @@ from sam2.modeling.memory_attention import MemoryAttention
 from models.config import resolve_model_config
 from models.memory_attention import TSMSMemoryAttention
 from models.memory_pruning import frame_similarity, plan_pruning_groups, select_frames_to_prune
+from models.memory_spec import MemorySpec
+from models.memory_stats import record_memory_stats
 
 HW, B, C = 6, 2, 4
 
@@ -131,6 +133,14 @@ def test_similarity_range_and_batch_average():
 
 
 # ---------------------------------------------------------------- the module
+def _attend(module, *args, **kwargs):
+    """Run a memory-attention call; returns its output and the stats it reported."""
+    with record_memory_stats() as calls:
+        out = module(*args, **kwargs)
+    assert len(calls) == 1
+    return out, calls[0]
+
+
 def _mini_memory_attention(cls, **kwargs):
     from hydra.utils import instantiate
 
@@ -157,9 +167,9 @@ def test_module_without_pruning_is_sam2_bit_for_bit():
     curr, curr_pos, mem, mem_pos = _memory_inputs(7, 8)
     with torch.no_grad():
         a = stock([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
-        b = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+        b, stats = _attend(ours, [curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
     assert torch.equal(a, b)
-    assert ours.last_stats.frames_kept == 7 and ours.last_stats.attended_tokens == 7 * 64 + 8
+    assert stats.frames_kept == 7 and stats.attended_tokens == 7 * 64 + 8
 
 
 def test_module_prunes_frames_and_keeps_object_pointers():
@@ -177,9 +187,8 @@ def test_module_prunes_frames_and_keeps_object_pointers():
 
     with torch.no_grad():
         expected = stock([curr], gather(mem), [curr_pos], gather(mem_pos), num_obj_ptr_tokens=8)
-        got = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+        got, s = _attend(ours, [curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
     assert torch.equal(got, expected)
-    s = ours.last_stats
     assert (s.frames_in, s.frames_kept, s.obj_ptr_tokens) == (7, 5, 8)
     assert 1 - s.spatial_tokens_kept / s.spatial_tokens_in >= 0.28
 
@@ -188,11 +197,9 @@ def test_prune_in_training_switch():
     ours = _mini_memory_attention(TSMSMemoryAttention, prune_in_training=False)
     curr, curr_pos, mem, mem_pos = _memory_inputs(7, 0)
     ours.train()
-    ours([curr], mem, [curr_pos], mem_pos)
-    assert ours.last_stats.frames_kept == 7
+    assert _attend(ours, [curr], mem, [curr_pos], mem_pos)[1].frames_kept == 7
     ours.eval()
-    ours([curr], mem, [curr_pos], mem_pos)
-    assert ours.last_stats.frames_kept == 5
+    assert _attend(ours, [curr], mem, [curr_pos], mem_pos)[1].frames_kept == 5
 
 
 @pytest.mark.parametrize(
@@ -230,9 +237,8 @@ def test_pooling_older_frames_matches_hand_built_memory(full_res):
 
     with torch.no_grad():
         expected = stock([curr], build(mem), [curr_pos], build(mem_pos), num_obj_ptr_tokens=n_pool * 16 + 8)
-        got = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+        got, s = _attend(ours, [curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
-    s = ours.last_stats
     assert (s.frames_in, s.frames_kept, s.frames_pooled, s.pooled_tokens_per_frame) == (7, 5, n_pool, 16)
     assert s.attended_tokens == full_res * 64 + n_pool * 16 + 8
     # 2 full + 3 pooled frames: 2.75 frames' worth of tokens, 39% of SAM2's 7
@@ -242,17 +248,15 @@ def test_pooling_older_frames_matches_hand_built_memory(full_res):
 def test_pooling_waits_until_there_are_older_frames():
     ours = _mini_memory_attention(TSMSMemoryAttention, pool_size=2, full_res_frames=2)
     curr, curr_pos, mem, mem_pos = _memory_inputs(2, 0)
-    ours([curr], mem, [curr_pos], mem_pos)
-    assert ours.last_stats.frames_pooled == 0 and ours.last_stats.attended_tokens == 2 * 64
+    s = _attend(ours, [curr], mem, [curr_pos], mem_pos)[1]
+    assert s.frames_pooled == 0 and s.attended_tokens == 2 * 64
     curr, curr_pos, mem, mem_pos = _memory_inputs(3, 0)
-    ours([curr], mem, [curr_pos], mem_pos)
-    assert ours.last_stats.frames_pooled == 1 and ours.last_stats.attended_tokens == 2 * 64 + 16
+    s = _attend(ours, [curr], mem, [curr_pos], mem_pos)[1]
+    assert s.frames_pooled == 1 and s.attended_tokens == 2 * 64 + 16
 
 
 def test_tsms_fast_preset_attends_the_prompted_and_the_newest_frame():
-    from models.config import load_memory_preset
-
-    preset = {k: v for k, v in load_memory_preset("tsms_fast").items() if k != "_target_"}
+    preset = MemorySpec.preset("tsms_fast").module_kwargs()
     stock = _mini_memory_attention(MemoryAttention)
     ours = _mini_memory_attention(TSMSMemoryAttention, **preset)
     ours.load_state_dict(stock.state_dict(), strict=True)
@@ -264,6 +268,6 @@ def test_tsms_fast_preset_attends_the_prompted_and_the_newest_frame():
 
     with torch.no_grad():
         expected = stock([curr], first_and_last(mem), [curr_pos], first_and_last(mem_pos), num_obj_ptr_tokens=8)
-        got = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+        got, s = _attend(ours, [curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
     assert torch.equal(got, expected)
-    assert ours.last_stats.attended_tokens == 2 * 64 + 8  # 29% of SAM2's spatial tokens
+    assert s.attended_tokens == 2 * 64 + 8  # 29% of SAM2's spatial tokens

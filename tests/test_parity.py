@@ -9,7 +9,7 @@ import pytest
 import torch
 from sam2.build_sam import build_sam2_video_predictor
 
-from models import attended_tokens_per_frame, build_tsms_sam2_video_predictor
+from models import TrackingSession, build_tsms_sam2_video_predictor
 from tests.conftest import MINI_OVERRIDES, NUM_FRAMES
 
 
@@ -56,6 +56,21 @@ def run_scenario(predictor, video_dir, masks, scenario: str):
     return outputs, state
 
 
+def run_session(predictor, video_dir, masks, max_frames=None):
+    """The forward scenario's first pass through a TrackingSession; returns (outputs, session)."""
+    outputs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = TrackingSession(predictor, video_dir)
+        m1 = session.add_mask(0, 1, masks[1][0]).mask_logits
+        pos, neg = _centroid(masks[2][0]), _centroid(masks[1][0])
+        m2 = session.add_points(0, 2, [pos, neg], [1, 0], box=_bbox(masks[2][0])).mask_logits
+        outputs["prompt"] = [m1.numpy(), m2.numpy()]
+        for r in session.propagate(max_frames=max_frames):
+            outputs[("fwd", r.frame_idx)] = (r.obj_ids, r.mask_logits.numpy().copy())
+    return outputs, session
+
+
 def assert_outputs_equal(a, b):
     assert a.keys() == b.keys()
     for key in a:
@@ -93,20 +108,31 @@ def test_parity_with_meta_predictor(predictors, two_object_video, scenario):
         assert_outputs_equal(reference, ours)
 
 
+def test_session_adds_nothing_to_meta_predictor(predictors, two_object_video):
+    """A TrackingSession over sam2's own predictor gives sam2's outputs, and ours the same."""
+    video_dir, masks = two_object_video
+    reference, _ = run_scenario(predictors["meta"], video_dir, masks, "forward")
+    expected = {k: v for k, v in reference.items() if k == "prompt" or (isinstance(k, tuple) and k[0] == "fwd")}
+    for name in ("meta", "sam2"):
+        got, _ = run_session(predictors[name], video_dir, masks)
+        assert_outputs_equal(expected, got)
+
+
 def test_tsms_prunes_and_changes_tracking(predictors, two_object_video):
     video_dir, masks = two_object_video
-    ref, ref_state = run_scenario(predictors["sam2"], video_dir, masks, "forward")
-    ours, state = run_scenario(predictors["tsms"], video_dir, masks, "forward")
-    sam2_tokens = attended_tokens_per_frame(ref_state)
-    tsms_tokens = attended_tokens_per_frame(state)
+    ref, ref_session = run_session(predictors["sam2"], video_dir, masks)
+    ours, session = run_session(predictors["tsms"], video_dir, masks)
+    sam2_tokens = ref_session.attended_tokens_per_frame()
+    tsms_tokens = session.attended_tokens_per_frame()
     assert sam2_tokens.keys() == tsms_tokens.keys()
-    per_frame = {f: s for f, s in state["memory_stats"].items()}
-    full = [f for f, objs in ref_state["memory_stats"].items() if all(s.frames_in == 7 for s in objs.values())]
+    full = [f for f, calls in ref_session.memory_stats.items() if all(s.frames_in == 7 for s in calls)]
     assert full, "the memory bank never filled up"
     for f in full:
-        for s in per_frame[f].values():
+        assert len(session.memory_stats[f]) == 2  # one call per object
+        for s in session.memory_stats[f]:
             assert (s.frames_in, s.frames_kept) == (7, 5)
             assert 1 - s.spatial_tokens_kept / s.spatial_tokens_in >= 0.28
+        assert tsms_tokens[f] < sam2_tokens[f]
     # frames before the bank fills are untouched, later ones change
     early = [k for k in ref if isinstance(k, tuple) and k[0] == "fwd" and k[1] <= 5]
     assert all(np.array_equal(ref[k][1], ours[k][1]) for k in early)
@@ -124,13 +150,9 @@ def test_no_hole_filling_warning_from_our_predictor(predictors, two_object_video
     assert not [w for w in recwarn if "post-processing" in str(w.message)]
 
 
-def test_reset_state_clears_stats(predictors, two_object_video):
+def test_session_reset_clears_stats_and_objects(predictors, two_object_video):
     video_dir, masks = two_object_video
-    predictor = predictors["tsms"]
-    state = predictor.init_state(str(video_dir))
-    predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=torch.from_numpy(masks[1][0]))
-    for _ in predictor.propagate_in_video(state, max_frame_num_to_track=4):
-        pass
-    assert state["memory_stats"]
-    predictor.reset_state(state)
-    assert state["memory_stats"] == {} and state["obj_ids"] == []
+    _, session = run_session(predictors["tsms"], video_dir, masks, max_frames=4)
+    assert session.memory_stats and session.obj_ids == [1, 2]
+    session.reset()
+    assert session.memory_stats == {} and session.obj_ids == []

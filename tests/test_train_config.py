@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from models import TSMSMemoryAttention
 from training.builders import build_dataset, build_loss, build_optimizer, build_sampler, build_train_model
@@ -78,7 +77,7 @@ def test_group_options_compose_and_instantiate(group, option, data_root, tmp_pat
     overrides = ["experiment=synthetic_tiny", f"{group}={option}", f"data_root={data_root}", f"run_dir={tmp_path}",
                  "num_frames=4"]
     if group == "model_size" and option != "mini":
-        overrides += [f"model.checkpoint=null"]  # no official weights in CI; the architecture still builds
+        overrides += ["model.checkpoint=null"]  # no official weights in CI; the architecture still builds
     cfg = compose_train_config(overrides=overrides)
     dataset = build_dataset(cfg, "train", seed=0)
     clip = dataset[0]

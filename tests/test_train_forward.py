@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import TSMSMemoryAttention, build_with_config
-from training.batch import TrainBatch
+from models import TSMSMemoryAttention, build_model
+from data.collate import ClipBatch
 from training.losses import SAM2VideoLoss
 from training.model import TRAIN_MODEL_TARGET, TSMSTrainModel
 from training.prompts import PromptConfig, plan_prompts, sample_box, sample_click
@@ -24,8 +24,7 @@ def _gen(seed=0):
 @pytest.fixture(scope="module")
 def train_model():
     torch.manual_seed(0)
-    model, _ = build_with_config("mini", mode="train", memory="tsms",
-                                 hydra_overrides_extra=[f"++model._target_={TRAIN_MODEL_TARGET}"])
+    model = build_model(config="mini", mode="train", memory="tsms", model_target=TRAIN_MODEL_TARGET)
     return model
 
 
@@ -40,7 +39,7 @@ def _batch(num_frames=T, absent_frame=None):
         masks[t, 2, 40:90, 40:90] = True
     if absent_frame is not None:
         masks[absent_frame, 1] = False  # the bar leaves the view
-    return TrainBatch(images, masks, torch.tensor([0, 0, 1]))
+    return ClipBatch(images, masks, torch.tensor([0, 0, 1]))
 
 
 # ------------------------------------------------------------------ prompts
@@ -102,9 +101,8 @@ def test_forward_outputs_per_frame_and_step(train_model, kind):
         "point": PromptConfig(prob_point_input=1.0, prob_box_input=0.0, num_correction_clicks=2),
         "box": PromptConfig(prob_point_input=1.0, prob_box_input=1.0, num_correction_clicks=1),
     }[kind]
-    train_model.prompt_config = prompts
     batch = _batch()
-    out = train_model(batch, _gen(5))
+    out = train_model(batch, _gen(5), prompts)
     assert out.prompt_kind == kind and len(out.frames) == T
     corrected = set(plan_prompts(batch.masks, prompts, _gen(5)).frames_to_correct)
     for t, frame in enumerate(out.frames):
@@ -121,10 +119,10 @@ def test_forward_outputs_per_frame_and_step(train_model, kind):
 
 
 def test_loss_backward_reaches_every_part_of_the_model(train_model):
-    train_model.prompt_config = PromptConfig(prob_point_input=1.0, prob_box_input=0.0, num_correction_clicks=1)
+    prompts = PromptConfig(prob_point_input=1.0, prob_box_input=0.0, num_correction_clicks=1)
     train_model.zero_grad(set_to_none=True)
     batch = _batch(absent_frame=2)
-    losses = SAM2VideoLoss()(train_model(batch, _gen(1)), batch.masks)
+    losses = SAM2VideoLoss()(train_model(batch, _gen(1), prompts), batch.masks)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["loss_total"].backward()
     for part in ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder", "sam_prompt_encoder"):
@@ -134,7 +132,6 @@ def test_loss_backward_reaches_every_part_of_the_model(train_model):
 
 
 def test_forward_is_a_function_of_the_seed(train_model):
-    train_model.prompt_config = PromptConfig()
     train_model.eval()  # no dropout
     try:
         batch = _batch()
@@ -164,12 +161,11 @@ def test_gt_memory_encodes_ground_truth_instead_of_the_prediction(train_model, m
         return original(self, feats, sizes, points, run, high_res, obj_score, out)
 
     monkeypatch.setattr(TSMSTrainModel, "_encode_memory_in_output", spy)
-    monkeypatch.setattr(train_model, "gt_memory_prob", prob)
-    train_model.prompt_config = PromptConfig(prob_point_input=1.0, prob_box_input=0.0, max_init_cond_frames=1,
-                                             rand_init_cond_frames=False, num_correction_clicks=0)
+    prompts = PromptConfig(prob_point_input=1.0, prob_box_input=0.0, max_init_cond_frames=1,
+                           rand_init_cond_frames=False, num_correction_clicks=0)
     batch = _batch(absent_frame=2)
     with torch.no_grad():
-        out = train_model(batch, _gen(3))
+        out = train_model(batch, _gen(3), prompts, gt_memory_prob=prob)
     order = [0, 1, 2, 3]  # one click-prompted conditioning frame (0), then 1, 2, 3
     assert len(seen) == T
     for t, (high_res, obj_score) in zip(order, seen):
@@ -179,7 +175,6 @@ def test_gt_memory_encodes_ground_truth_instead_of_the_prediction(train_model, m
             assert torch.equal(obj_score > 0, present)
         else:
             assert torch.equal(high_res.float(), out.frames[t].final_masks)
-    train_model.prompt_config = PromptConfig()
 
 
 @pytest.mark.parametrize("bias,local", [(None, False), (4.0, True)])
@@ -189,8 +184,7 @@ def test_local_memory_attention_init_reads_memory_at_the_query_position(bias, lo
     from training.model import init_local_memory_attention
 
     torch.manual_seed(0)
-    model, _ = build_with_config("mini", mode="train", memory="sam2",
-                                 hydra_overrides_extra=[f"++model._target_={TRAIN_MODEL_TARGET}"])
+    model = build_model(config="mini", mode="train", memory="sam2", model_target=TRAIN_MODEL_TARGET)
     if bias is not None:
         init_local_memory_attention(model, bias)
     attn = model.memory_attention.eval()

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from data import ClipTransforms, UniformTemporalSampler, VOSDataset, collate_clips
-from models import build_with_config, read_checkpoint
-from training.batch import TrainBatch
+from models import build_model, read_checkpoint
 from training.config import compose_train_config
 from training.losses import SAM2VideoLoss
 from training.model import TRAIN_MODEL_TARGET
@@ -63,17 +62,15 @@ def _state_dict(path):
 def test_overfit_one_clip(synthetic_root):
     """30 steps on one fixed clip lower the total loss by at least 50%."""
     dataset = VOSDataset(synthetic_root, UniformTemporalSampler(4), ClipTransforms(128, augment=False), max_num_objects=1)
-    clip = collate_clips([dataset.get_clip(0, epoch=0)])
-    batch = TrainBatch(clip.images, clip.masks, clip.obj_batch_idx)
+    batch = collate_clips([dataset.get_clip(0, epoch=0)])
     torch.manual_seed(0)
-    model, _ = build_with_config("mini", mode="train", memory="tsms",
-                                 hydra_overrides_extra=[f"++model._target_={TRAIN_MODEL_TARGET}"])
-    model.prompt_config = PromptConfig(prob_point_input=0.0)  # mask prompt on frame 0, track the rest
+    model = build_model(config="mini", mode="train", memory="tsms", model_target=TRAIN_MODEL_TARGET)
+    prompts = PromptConfig(prob_point_input=0.0)  # mask prompt on frame 0, track the rest
     optimizer = torch.optim.AdamW(build_param_groups(model, 2e-3, 2e-3, weight_decay=0.01, layer_decay=1.0))
     loss_fn, history = SAM2VideoLoss(), []
     for step in range(31):
         torch.manual_seed(step)
-        loss = loss_fn(model(batch, torch.Generator().manual_seed(0)), batch.masks)["loss_total"]
+        loss = loss_fn(model(batch, torch.Generator().manual_seed(0), prompts), batch.masks)["loss_total"]
         history.append(loss.item())
         if step < 30:
             optimizer.zero_grad()

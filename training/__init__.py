@@ -24,7 +24,6 @@ _EXPORTS = {
     "plan_prompts": "training.prompts",
     "SAM2VideoLoss": "training.losses",
     "LossWeights": "training.losses",
-    "TrainBatch": "training.batch",
     "ClipOutputs": "training.batch",
     "FrameOutputs": "training.batch",
     "build_param_groups": "training.optim",

@@ -1,4 +1,5 @@
-"""The tensors one training step consumes and produces (typed containers, with shapes)."""
+"""What one training forward produces (typed containers, with shapes); its input is
+:class:`data.collate.ClipBatch`."""
 
 from __future__ import annotations
 
@@ -6,48 +7,6 @@ from dataclasses import dataclass, field
 from typing import List
 
 import torch
-
-
-@dataclass
-class TrainBatch:
-    """A batch of clips, objects flattened across clips (SAM2's layout).
-
-    Attributes:
-        images: float ``[T, V, 3, H, W]``, normalised, ``H == W == model.image_size``.
-        masks: bool ``[T, N, H, W]``, ground truth of the N objects of all V clips.
-        obj_to_clip: long ``[N]``, the clip (index into V) each object belongs to.
-    """
-
-    images: torch.Tensor
-    masks: torch.Tensor
-    obj_to_clip: torch.Tensor
-
-    def __post_init__(self):
-        if self.images.dim() != 5:
-            raise ValueError(f"images must be [T, V, 3, H, W], got {tuple(self.images.shape)}")
-        if self.masks.dim() != 4 or self.masks.shape[0] != self.images.shape[0]:
-            raise ValueError(f"masks must be [T, N, H, W] with T={self.images.shape[0]}, got {tuple(self.masks.shape)}")
-        if self.obj_to_clip.shape != (self.masks.shape[1],):
-            raise ValueError(f"obj_to_clip must be [N={self.masks.shape[1]}], got {tuple(self.obj_to_clip.shape)}")
-
-    @property
-    def num_frames(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def num_clips(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def num_objects(self) -> int:
-        return self.masks.shape[1]
-
-    def to(self, device, non_blocking: bool = False) -> "TrainBatch":
-        return TrainBatch(
-            images=self.images.to(device, non_blocking=non_blocking),
-            masks=self.masks.to(device, non_blocking=non_blocking),
-            obj_to_clip=self.obj_to_clip.to(device, non_blocking=non_blocking),
-        )
 
 
 @dataclass

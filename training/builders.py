@@ -1,7 +1,8 @@
 """Build what training needs from the composed config (Hydra instantiation lives here).
 
-* the model: :func:`models.build_with_config` with our :class:`training.model.TSMSTrainModel`
-  as ``model._target_``, the chosen memory preset, the resolution and the memory knobs;
+* the model: :func:`models.build_model` with our :class:`training.model.TSMSTrainModel`
+  as ``model._target_``, the :class:`~models.memory_spec.MemorySpec` of the ``memory``
+  group, and the resolution;
 * the datasets and the DataLoader (the data package's VOS dataset, temporal sampler,
   clip transforms and collate function);
 * the optimizer, schedule and loss.
@@ -11,20 +12,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from models import build_with_config
-from models.config import SAM2_MEMORY_TARGET, TSMS_MEMORY_KEYS, resolution_overrides
+from models import MemorySpec, build_model
+from models.config import resolution_overrides
 from training.losses import LossWeights, SAM2VideoLoss
 from training.model import SAM2_BASE_TARGET, TRAIN_MODEL_TARGET, init_local_memory_attention
 from training.optim import build_param_groups, build_scheduler
 from training.prompts import PromptConfig
-from utils.cli import UserError
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,13 @@ def instantiate(node, *args, **kwargs):
         raise UserError(f"cannot instantiate {getattr(node, 'get', lambda k: None)('_target_')}: {cause or exc}") from exc
 
 
-def memory_arguments(cfg: DictConfig) -> Tuple[str, dict]:
-    """``(memory preset, memory_options)`` for the model builder from ``cfg.memory``.
-
-    The ``memory`` group holds a preset's content (``configs/memory/*.yaml``); the
-    top-level ``memory_bank_size`` sets SAM2's ``num_maskmem``.
-    """
-    mem = OmegaConf.to_container(cfg.memory, resolve=True)
-    options = {"memory_bank_size": int(cfg.memory_bank_size)}
-    if mem.get("_target_") == SAM2_MEMORY_TARGET:
-        if mem.get("pruning_threshold") is not None:
-            log.warning("memory=sam2 does not prune; pruning_threshold=%s is ignored", mem["pruning_threshold"])
-        return "sam2", options
-    options.update({k: v for k, v in mem.items() if k in TSMS_MEMORY_KEYS and k != "memory_bank_size"})
-    return "tsms", options
+def memory_spec(cfg: DictConfig) -> MemorySpec:
+    """The memory of the composed config: the ``memory`` group (a preset's content, with the
+    top-level ``memory_bank_size`` and ``pruning_threshold`` interpolated into it)."""
+    spec = MemorySpec.from_node(cfg.memory)
+    if spec.module == "sam2" and cfg.memory.get("pruning_threshold") is not None:
+        log.warning("memory=sam2 does not prune; pruning_threshold=%s is ignored", cfg.memory.pruning_threshold)
+    return spec
 
 
 def model_overrides(cfg: DictConfig) -> List[str]:
@@ -76,21 +70,23 @@ def build_train_model(cfg: DictConfig, device: torch.device):
             f"model.checkpoint not found: {ckpt} (download the official SAM2.1 weights into checkpoints/, "
             f"see checkpoints/README.md, or set model.checkpoint=null to train from scratch)"
         )
-    memory, options = memory_arguments(cfg)
-    overrides = model_overrides(cfg) + [f"++model._target_={TRAIN_MODEL_TARGET}"]
-    model, model_cfg = build_with_config(
-        cfg.model.config, ckpt or None, device, "train", memory, options, overrides
-    )
-    model.prompt_config = PromptConfig(**OmegaConf.to_container(cfg.model.prompts, resolve=True))
+    model = build_model(config=cfg.model.config, checkpoint=ckpt or None, memory=memory_spec(cfg),
+                        overrides=model_overrides(cfg), device=device, mode="train", model_target=TRAIN_MODEL_TARGET)
+    model_cfg = model.tsms_config
     local_bias = cfg.model.get("local_memory_attention_init")
     if local_bias and not ckpt:
         init_local_memory_attention(model, float(local_bias))
     saved_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     saved_cfg.model._target_ = SAM2_BASE_TARGET  # checkpoints rebuild a plain SAM2 model
     source = f"from {ckpt}" if ckpt else "from scratch (random init)"
-    log.info("model %s (%s, %.1fM params) %s, memory=%s %s", cfg.model.config, type(model).__name__,
-             sum(p.numel() for p in model.parameters()) / 1e6, source, memory, options)
+    log.info("model %s (%s, %.1fM params) %s, memory=%s", cfg.model.config, type(model).__name__,
+             sum(p.numel() for p in model.parameters()) / 1e6, source, model.memory_spec.describe())
     return model, saved_cfg
+
+
+def build_prompt_config(cfg: DictConfig) -> PromptConfig:
+    """Prompt simulation settings (``model.prompts``), passed to every training forward."""
+    return PromptConfig(**OmegaConf.to_container(cfg.model.prompts, resolve=True))
 
 
 def build_sampler(cfg: DictConfig):

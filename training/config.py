@@ -114,7 +114,6 @@ def check_train_config(cfg: DictConfig) -> None:
     _require(cfg, "num_frames", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     _require(cfg, "max_num_objects", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     _require(cfg, "resolution", lambda v: is_int(v) and v >= 32 and v % 32 == 0, "a multiple of 32")
-    _require(cfg, "memory_bank_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     for key in ("base_lr", "vision_lr"):
         _require(cfg, key, lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
     scales = OmegaConf.select(cfg, "temporal_scales")
@@ -124,9 +123,9 @@ def check_train_config(cfg: DictConfig) -> None:
     if scales is not None and probs is not None and len(list(probs)) != len(list(scales)):
         raise UserError(f"scale_probs {list(probs)} must have one entry per temporal_scales {list(scales)} "
                         f"(or be null for equal probabilities)")
-    threshold = OmegaConf.select(cfg, "pruning_threshold")
-    if threshold is not None and not (isinstance(threshold, (int, float)) and -1 <= threshold <= 1):
-        raise UserError(f"pruning_threshold must be null or lie in [-1, 1], got {threshold!r}")
+    from training.builders import memory_spec
+
+    memory_spec(cfg)  # the memory settings are validated by MemorySpec, in one place
     max_steps = OmegaConf.select(cfg, "trainer.max_steps")
     if max_steps is not None and not (is_int(max_steps) and max_steps >= 1):
         raise UserError(f"trainer.max_steps must be null or an integer >= 1, got {max_steps!r}")

@@ -38,7 +38,8 @@ from __future__ import annotations
 import torch
 from sam2.modeling.sam2_base import SAM2Base
 
-from training.batch import ClipOutputs, FrameOutputs, TrainBatch
+from data.collate import ClipBatch
+from training.batch import ClipOutputs, FrameOutputs
 from training.prompts import PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
 SAM2_BASE_TARGET = "sam2.modeling.sam2_base.SAM2Base"
@@ -46,39 +47,35 @@ TRAIN_MODEL_TARGET = "training.model.TSMSTrainModel"
 
 
 class TSMSTrainModel(SAM2Base):
-    """SAM2Base plus a training forward. Constructor: exactly ``SAM2Base``'s arguments.
+    """SAM2Base plus a training forward. Constructor: exactly ``SAM2Base``'s arguments, so
+    the model config stays a SAM2 config; prompt settings come with each call."""
 
-    ``prompt_config`` (a plain attribute, not a constructor argument, so the model config
-    stays a SAM2 config) controls prompt simulation.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.prompt_config = PromptConfig()
-        self.gt_memory_prob = 0.0  # set per step by the trainer (see gt_memory_probability)
-
-    def forward(self, batch: TrainBatch, generator: torch.Generator) -> ClipOutputs:
+    def forward(self, batch: ClipBatch, generator: torch.Generator, prompts: PromptConfig = PromptConfig(),
+                gt_memory_prob: float = 0.0) -> ClipOutputs:
         """Track a batch of clips with simulated prompts.
 
         Args:
-            batch: images ``[T, V, 3, H, W]`` and masks ``[T, N, H, W]``.
+            batch: images ``[T, V, 3, H, W]``, masks ``[T, N, H, W]``, ``obj_batch_idx`` ``[N]``.
             generator: the source of every random prompt decision (seeded per step).
+            prompts: prompt simulation settings (``model.prompts`` of the training config).
+            gt_memory_prob: probability that a frame encodes its ground truth into memory
+                (teacher forcing; see :func:`gt_memory_probability`).
         """
         if batch.images.shape[-1] != self.image_size or batch.images.shape[-2] != self.image_size:
             raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(batch.images.shape[-2:])}")
-        num_frames, num_clips = batch.num_frames, batch.num_clips
+        num_frames, num_clips = batch.num_frames, batch.batch_size
         backbone_out = self.forward_image(batch.images.flatten(0, 1))  # frame-major: t * V + v
         _, vision_feats, vision_pos, feat_sizes = self._prepare_backbone_features(backbone_out)
 
         gt = batch.masks.bool()
-        plan = plan_prompts(gt, self.prompt_config, generator)
+        plan = plan_prompts(gt, prompts, generator)
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         frames = [FrameOutputs() for _ in range(num_frames)]
         cond_frames = list(plan.init_cond_frames)
         for t in plan.processing_order(num_frames):
-            img_ids = t * num_clips + batch.obj_to_clip
+            img_ids = t * num_clips + batch.obj_batch_idx
             # draw only when enabled, so the default leaves the random stream untouched
-            gt_memory = self.gt_memory_prob > 0 and draw_uniform(generator) < self.gt_memory_prob
+            gt_memory = gt_memory_prob > 0 and draw_uniform(generator) < gt_memory_prob
             out = self._train_track_step(
                 frame_idx=t,
                 plan=plan,
@@ -90,10 +87,11 @@ class TSMSTrainModel(SAM2Base):
                 num_frames=num_frames,
                 record=frames[t],
                 generator=generator,
+                prompts=prompts,
                 gt_memory=gt_memory,
             )
             as_cond = t in plan.init_cond_frames or (
-                self.prompt_config.add_corrected_frames_as_cond and t in plan.frames_to_correct
+                prompts.add_corrected_frames_as_cond and t in plan.frames_to_correct
             )
             key = "cond_frame_outputs" if as_cond else "non_cond_frame_outputs"
             output_dict[key][t] = out
@@ -113,6 +111,7 @@ class TSMSTrainModel(SAM2Base):
         num_frames: int,
         record: FrameOutputs,
         generator: torch.Generator,
+        prompts: PromptConfig,
         gt_memory: bool = False,
     ) -> dict:
         """One frame: SAM2's track step, optional correction clicks, memory encoding."""
@@ -136,9 +135,8 @@ class TSMSTrainModel(SAM2Base):
         record.add_step(high_multi, ious, obj_score)
 
         if frame_idx in plan.frames_to_correct:
-            for _ in range(self.prompt_config.num_correction_clicks):
-                from_gt = (self.prompt_config.prob_sample_from_gt > 0
-                           and draw_uniform(generator) < self.prompt_config.prob_sample_from_gt)
+            for _ in range(prompts.num_correction_clicks):
+                from_gt = prompts.prob_sample_from_gt > 0 and draw_uniform(generator) < prompts.prob_sample_from_gt
                 points, labels = sample_click(gt, None if from_gt else high_res > 0, generator)
                 point_inputs = add_click(point_inputs, points, labels)
                 low_multi, high_multi, ious, low_res, high_res, obj_ptr, obj_score = self._forward_sam_heads(

@@ -24,9 +24,8 @@ from tqdm import tqdm
 
 from data.collate import collate_clips
 from models import CheckpointError, load_model_weights
-from training.batch import TrainBatch
 from training.model import gt_memory_probability
-from training.builders import amp_dtype, build_dataset, build_loss, build_optimizer, build_train_model
+from training.builders import amp_dtype, build_dataset, build_loss, build_optimizer, build_prompt_config, build_train_model
 from training.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, barrier, broadcast_object,
                                   cleanup_distributed, init_distributed)
 from training.optim import clip_gradients, freeze_image_encoder
@@ -65,6 +64,7 @@ class Trainer:
                             f"to train without validation)")
         torch.manual_seed(int(cfg.seed))
         self.model, self.model_cfg = build_train_model(cfg, self.device)
+        self.prompts = build_prompt_config(cfg)
         if cfg.model.freeze_image_encoder:
             log.info("image encoder frozen (%d parameters)", freeze_image_encoder(self.model))
         batch_size = int(cfg.batch_size)
@@ -181,7 +181,7 @@ class Trainer:
 
     def _step(self, clip_batch) -> Dict[str, float]:
         cfg, state = self.cfg, self.state
-        batch = TrainBatch(clip_batch.images, clip_batch.masks, clip_batch.obj_batch_idx).to(self.device, non_blocking=True)
+        batch = clip_batch.to(self.device, non_blocking=True)
         if float(all_reduce_sum(torch.tensor(float(batch.num_objects == 0), device=self.device))) > 0:
             log.warning("step %d: a batch without objects; the step is skipped on every rank", state.step)
             self.scheduler.step()
@@ -193,9 +193,8 @@ class Trainer:
         gt_memory = cfg.model.get("gt_memory")
         gt_memory_prob = 0.0 if gt_memory is None else gt_memory_probability(
             float(gt_memory.prob), float(gt_memory.until), state.step / max(self.total_steps, 1))
-        self.model.gt_memory_prob = gt_memory_prob  # self.model is never the DDP wrapper
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            outputs = self.ddp_model(batch, generator)
+            outputs = self.ddp_model(batch, generator, self.prompts, gt_memory_prob)
         num_objects = all_reduce_mean(torch.tensor(float(batch.num_objects), device=self.device)).clamp(min=1.0)
         losses = self.loss_fn(outputs, batch.masks, float(num_objects))
         loss = losses["loss_total"]
@@ -214,7 +213,7 @@ class Trainer:
         if gt_memory_prob > 0:
             metrics["gt_memory_prob"] = gt_memory_prob
         if self.dist.is_main and cfg.trainer.image_every and state.step % int(cfg.trainer.image_every) == 0:
-            clip = int(batch.obj_to_clip[0])
+            clip = int(batch.obj_batch_idx[0])
             panel = prediction_panel(batch.images[:, clip], batch.masks[:, 0], outputs.final_masks()[:, 0].detach())
             self.tb.image("train/prediction_vs_gt", panel, state.step)
         return metrics

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -22,8 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.mask_io import list_frames
 from data.vos_index import VideoRecord, scan_vos_root
 from eval.metrics import dice_score
-from models import build_tsms_sam2_video_predictor, load_model_weights
-from models.config import uses_tsms_memory
+from models import TrackingSession, build_model, load_model_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,9 @@ class VideoValidator:
         if max_videos:
             self.videos = self.videos[: int(max_videos)]
         self.max_frames = int(max_frames) if max_frames else None
-        memory = None if uses_tsms_memory(model_config) else "sam2"
-        self.predictor = build_tsms_sam2_video_predictor(
-            config=OmegaConf.to_container(model_config, resolve=True), device=device, memory=memory
-        )
-        self.predictor.eval()
+        # a mapping config keeps its own memory: the one being trained
+        self.predictor = build_model(config=OmegaConf.to_container(model_config, resolve=True), device=device,
+                                     predictor=True)
 
     @torch.inference_mode()
     def score_video(self, video: VideoRecord) -> Optional[List[float]]:
@@ -82,23 +79,18 @@ class VideoValidator:
         if not object_ids:
             log.warning("validation video %s shows no object on its first annotated frame; skipped", video.name)
             return None
-        state = self.predictor.init_state(os.path.dirname(video.frame_paths[0]))
         start = positions[video.frame_ids[0]]
-        for obj_id in object_ids:
-            self.predictor.add_new_mask(state, frame_idx=start, obj_id=obj_id, mask=first_label == obj_id)
         wanted = {positions[n]: i for i, n in enumerate(video.frame_ids) if n in positions}  # position -> record index
         scores: Dict[int, List[float]] = {obj_id: [] for obj_id in object_ids}
-        limit = self.max_frames
-        for frame_idx, obj_ids, mask_logits in self.predictor.propagate_in_video(
-            state, start_frame_idx=start, max_frame_num_to_track=limit
-        ):
-            if frame_idx == start or frame_idx not in wanted:
-                continue
-            label = video.load_label(wanted[frame_idx])
-            for k, obj_id in enumerate(obj_ids):
-                pred = (mask_logits[k, 0] > 0).cpu().numpy()
-                scores[obj_id].append(dice_score(pred, label == obj_id))
-        self.predictor.reset_state(state)
+        with TrackingSession(self.predictor, os.path.dirname(video.frame_paths[0])) as session:
+            for obj_id in object_ids:
+                session.add_mask(start, obj_id, first_label == obj_id)
+            for result in session.propagate(start_frame=start, max_frames=self.max_frames):
+                if result.frame_idx == start or result.frame_idx not in wanted:
+                    continue
+                label = video.load_label(wanted[result.frame_idx])
+                for obj_id, pred in zip(result.obj_ids, result.masks()):
+                    scores[obj_id].append(dice_score(pred, label == obj_id))
         return [float(np.mean(v)) for v in scores.values() if v]
 
     def __call__(self, model: torch.nn.Module) -> ValidationResult:

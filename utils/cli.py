@@ -1,6 +1,6 @@
 """Uniform error handling for command-line entry points.
 
-Library code raises :class:`UserError` for bad input (a missing file, a malformed prompt,
+Library code raises :class:`utils.errors.UserError` for bad input (a missing file, a malformed prompt,
 a size mismatch). Entry points wrap their ``main`` in :func:`run_cli`, which turns such an
 error into one line on stderr and a non-zero exit code instead of a traceback.
 """
@@ -12,12 +12,10 @@ import logging
 import sys
 from typing import Callable, Optional, Sequence
 
+from utils.errors import UserError
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-class UserError(Exception):
-    """Bad input from the user; the message is shown as-is, on one line."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
