@@ -25,7 +25,6 @@ from eval.metrics import (
     isinet_iou,
     isinet_iou_per_frame,
     j_and_f,
-    jaccard_score,
     mean_class_iou,
     per_class_iou,
 )
@@ -62,7 +61,6 @@ __all__ = [
     "isinet_iou",
     "isinet_iou_per_frame",
     "j_and_f",
-    "jaccard_score",
     "load_class_map",
     "mean_class_iou",
     "per_class_iou",

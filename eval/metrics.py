@@ -90,9 +90,6 @@ def iou_score(pred, gt) -> ArrayOrFloat:
     return iou_from_counts(*region_counts(pred, gt))
 
 
-jaccard_score = iou_score
-
-
 def j_and_f(j, f) -> ArrayOrFloat:
     """DAVIS J&F: the mean of region similarity J and boundary accuracy F."""
     return _scalar((np.asarray(j, np.float64) + np.asarray(f, np.float64)) / 2.0)

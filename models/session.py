@@ -18,7 +18,7 @@ statistics are recorded here, not on the modules.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -28,7 +28,6 @@ import torch
 
 from models.memory_stats import MemoryAttentionStats, record_memory_stats, watch_memory_attention
 
-log = logging.getLogger(__name__)
 
 DIRECTIONS = ("forward", "reverse", "both")
 # Per-object entries of sam2's inference state, keyed by object index.
@@ -80,12 +79,17 @@ class TrackingSession:
         evict_outputs: drop per-frame outputs the memory can no longer reach, so memory
             stays flat on long videos (ours only; results are unchanged).
         offload_video_to_cpu / offload_state_to_cpu: as in sam2's ``init_state``.
+        corrections_as_cond: a prompt on a frame that was already tracked becomes a
+            conditioning frame, so it survives the next propagation. sam2 1.1.0's default
+            (off) keeps it as an ordinary frame, which propagating through it recomputes
+            without the prompt.
     """
 
-    def __init__(self, predictor, video, *, evict_outputs: bool = True,
-                 offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False):
+    def __init__(self, predictor, video, *, evict_outputs: bool = True, offload_video_to_cpu: bool = False,
+                 offload_state_to_cpu: bool = False, corrections_as_cond: bool = True):
         self.predictor = predictor
         self.video = video
+        self.corrections_as_cond = corrections_as_cond
         kwargs = dict(offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu)
         if _is_ours(predictor):
             kwargs["evict_outputs"] = evict_outputs
@@ -116,7 +120,7 @@ class TrackingSession:
     # ------------------------------------------------------------------ prompts
     def add_mask(self, frame_idx: int, obj_id: int, mask) -> FrameResult:
         """Prompt ``obj_id`` on ``frame_idx`` with a bool ``[H, W]`` mask."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._prompt_mode():
             out = self.predictor.add_new_mask(self.state, frame_idx=frame_idx, obj_id=obj_id, mask=mask)
         return self._prompt_result(*out)
 
@@ -124,10 +128,20 @@ class TrackingSession:
                    clear: bool = True) -> FrameResult:
         """Prompt with clicks (``[[x, y], ...]``, labels 1 positive / 0 negative) and/or a
         box ``[x1, y1, x2, y2]``, in video pixels. ``clear=False`` adds to earlier clicks."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._prompt_mode():
             out = self.predictor.add_new_points_or_box(self.state, frame_idx=frame_idx, obj_id=obj_id, points=points,
                                                        labels=labels, box=box, clear_old_points=clear)
         return self._prompt_result(*out)
+
+    @contextlib.contextmanager
+    def _prompt_mode(self):
+        """sam2 reads this switch while adding a prompt; set it for the call only."""
+        saved = self.predictor.add_all_frames_to_correct_as_cond
+        self.predictor.add_all_frames_to_correct_as_cond = saved or self.corrections_as_cond
+        try:
+            yield
+        finally:
+            self.predictor.add_all_frames_to_correct_as_cond = saved
 
     def add_box(self, frame_idx: int, obj_id: int, box) -> FrameResult:
         return self.add_points(frame_idx, obj_id, box=box)

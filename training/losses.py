@@ -18,7 +18,7 @@ and summed over objects, steps and frames; the total is the weighted sum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -154,9 +154,3 @@ class SAM2VideoLoss(torch.nn.Module):
                     sums[k] = sums[k] + v
         sums[TOTAL_KEY] = self.total(sums)
         return sums
-
-
-def reduce_loss_dicts(dicts: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, float]:
-    """Mean of detached loss dicts (for logging)."""
-    keys = dicts[0].keys()
-    return {k: float(sum(float(d[k]) for d in dicts) / len(dicts)) for k in keys}

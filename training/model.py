@@ -22,15 +22,12 @@ Every step's multimask logits, IoU predictions and object-score logits are retur
 the loss (:mod:`training.losses`).
 
 Two options for training from scratch, both off by default (SAM2's fine-tuning recipe uses
-neither) and neither adding parameters. A from-scratch model tends to ignore its memory and
-segment every instrument for every object (measured: the mask down-sampler's output
-differed by 0.5% between objects after 600 steps, against 28% at initialisation):
+neither) and neither adding parameters (why they exist, with figures: docs/training.md):
 
 * :func:`init_local_memory_attention` starts the memory cross-attention local, so what it
-  reads depends on where the object was; this is what fixed it (docs/training.md);
-* teacher forcing of the memory (``model.gt_memory``): a frame encodes its ground-truth mask
-  instead of the prediction, with a probability decaying to zero. Alone it did not help
-  (the attention, not the masks, was the bottleneck); it is kept as an option.
+  reads depends on where the object was;
+* teacher forcing of the memory (``gt_memory_prob``): a frame encodes its ground-truth mask
+  instead of the prediction, with a probability decaying to zero.
 """
 
 from __future__ import annotations

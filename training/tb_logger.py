@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -10,7 +9,6 @@ import torch
 
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-log = logging.getLogger(__name__)
 
 GT_COLOUR = (0.1, 0.9, 0.2)
 PRED_COLOUR = (0.95, 0.2, 0.1)
