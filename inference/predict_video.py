@@ -16,6 +16,10 @@ from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 
+def _threshold(text: str):
+    return text if text == "auto" else float(text)
+
+
 def parse_args(argv=None):
     p = ArgumentParser(prog="predict_video.py", description=__doc__.splitlines()[0])
     src = p.add_argument_group("input")
@@ -27,7 +31,8 @@ def parse_args(argv=None):
     model.add_argument("--model_cfg", help="model config for official SAM2 checkpoints, e.g. configs/sam2.1/sam2.1_hiera_s.yaml or 'small'")
     model.add_argument("--memory", default=None, help="memory preset: tsms | tsms_fast | tsms_pool | sam2 | surgsam2 (default: the checkpoint's, else tsms)")
     model.add_argument("--memory_bank_size", type=int, help="attended memory frames (SAM2's num_maskmem, default 7)")
-    model.add_argument("--pruning_threshold", type=float, help="only prune memory frames at least this similar (cosine)")
+    model.add_argument("--pruning_threshold", type=_threshold, help="only prune memory frames at least this similar "
+                       "(cosine in [-1, 1]), or 'auto': more similar than usual for this video (docs/method.md)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr = p.add_argument_group("prompts")
     pr.add_argument("--prompt_type", default="mask", choices=PROMPT_TYPES, help="mask, box or point (default mask)")

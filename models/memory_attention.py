@@ -79,6 +79,7 @@ class TSMSMemoryAttention(MemoryAttention):
             use_mem_split=self.use_mem_split,
             similarity=self.similarity,
             pruning_threshold=self.pruning_threshold,
+            auto_quantile=self.auto_quantile,
         )
         if not dropped:
             return memory, memory_pos, stats

@@ -18,19 +18,66 @@ The rule (faithful to the paper's code):
   ``m_{n-1}``; drop the ``n + prune_frames - memory_bank_size`` most similar.
 * With ``pruning_threshold`` set, only candidates scoring ``>= threshold`` may be dropped
   (still at most the counts above).
+* With ``pruning_threshold="auto"`` (the dynamic threshold, beyond the paper) the threshold
+  is the ``auto_quantile`` quantile of the candidate scores seen earlier in the same video
+  (:class:`SimilarityHistory`): a frame is dropped only if it is more redundant than usual
+  for this video, so static phases drop up to ``prune_frames`` and fast motion keeps more.
+  Until the history holds ``MIN_HISTORY`` scores, the count rule applies unchanged.
 
 ``m_0`` and ``m_{n-1}`` are never dropped. Ties in similarity drop the earlier frame.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence
+import contextlib
+import contextvars
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 SIMILARITIES = ("cosine_spatial", "cosine")
+AUTO = "auto"
+MIN_HISTORY = 8  # scores needed before the dynamic threshold acts
+HISTORY_WINDOW = 512  # the most recent scores it is computed from
+
+
+@dataclass
+class SimilarityHistory:
+    """The candidate similarity scores of one video so far (plain per-video data, kept by
+    the tracking session; the module only reads the active one)."""
+
+    scores: deque = field(default_factory=lambda: deque(maxlen=HISTORY_WINDOW))
+
+    def threshold(self, quantile: float) -> Optional[float]:
+        if len(self.scores) < MIN_HISTORY:
+            return None
+        return float(np.quantile(np.fromiter(self.scores, dtype=np.float64), quantile))
+
+    def add(self, scores: Sequence[float]) -> None:
+        self.scores.extend(float(x) for x in scores)
+
+
+_HISTORY: contextvars.ContextVar[Optional[SimilarityHistory]] = contextvars.ContextVar(
+    "tsms_similarity_history", default=None
+)
+
+
+@contextlib.contextmanager
+def similarity_history(history: SimilarityHistory) -> Iterator[SimilarityHistory]:
+    """Make ``history`` the one the dynamic threshold reads and extends inside the block."""
+    token = _HISTORY.set(history)
+    try:
+        yield history
+    finally:
+        _HISTORY.reset(token)
+
+
+def active_similarity_history() -> Optional[SimilarityHistory]:
+    return _HISTORY.get()
 
 
 @dataclass(frozen=True)
@@ -112,18 +159,33 @@ def select_frames_to_prune(
     prune_frames: int = 2,
     use_mem_split: bool = True,
     similarity: str = "cosine_spatial",
-    pruning_threshold: Optional[float] = None,
+    pruning_threshold: Union[None, float, str] = None,
+    auto_quantile: float = 0.5,
+    history: Optional[SimilarityHistory] = None,
 ) -> List[int]:
     """Indices (sorted) of the memory frames the MS rule drops.
 
     Args:
         frames: ``[n, HW, B, C]`` memory tokens of the n attended frames, in SAM2's order.
+        pruning_threshold: ``None``, a number, or ``"auto"`` (see the module doc); with
+            ``"auto"``, ``history`` (default: the active one, if any) is read, then extended
+            by this call's scores.
     """
     dropped: List[int] = []
     groups = plan_pruning_groups(frames.shape[0], memory_bank_size, prune_frames, use_mem_split)
+    dynamic = pruning_threshold == AUTO
+    if dynamic:
+        history = history if history is not None else active_similarity_history()
+        threshold = history.threshold(auto_quantile) if history is not None else None
+    else:
+        threshold = pruning_threshold
+    seen: List[float] = []
     for group in groups:
         scores = frame_similarity(frames[list(group.candidates)], frames[group.reference], similarity)
-        dropped.extend(_choose_drops(scores, group, pruning_threshold))
+        dropped.extend(_choose_drops(scores, group, threshold))
+        seen.extend(scores.tolist())
+    if dynamic and history is not None:
+        history.add(seen)
     return sorted(dropped)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from models.memory_pruning import SIMILARITIES
+from models.memory_pruning import AUTO, SIMILARITIES
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
 
@@ -45,12 +45,15 @@ class MemorySpec:
         memory_bank_size: SAM2's ``num_maskmem`` (1 prompted frame + the recent ones).
         use_mem_split: split into long- and short-term halves (TSMS) or not (SurgSAM-2).
         prune_frames: frames dropped once the bank is full (``prune_frames // 2`` per half).
-        pruning_threshold: if set, only frames at least this similar may be dropped.
+        pruning_threshold: if set, only frames at least this similar may be dropped;
+            ``"auto"``: the dynamic threshold, the ``auto_quantile`` quantile of the
+            video's earlier scores (models/memory_pruning.py, docs/method.md).
         similarity: ``"cosine_spatial"`` or ``"cosine"``.
         prune_in_training: also prune (and pool) in ``train()`` mode.
         enabled: master switch; off is plain SAM2.
         pool_size: average-pool older kept frames this many tokens per side (1: off).
         full_res_frames: newest kept frames that stay at full resolution when pooling.
+        auto_quantile: the quantile of the dynamic threshold (``pruning_threshold: auto``).
     """
 
     name: str = "tsms"
@@ -64,6 +67,7 @@ class MemorySpec:
     enabled: bool = True
     pool_size: int = 1
     full_res_frames: int = 2
+    auto_quantile: float = 0.5
 
     def __post_init__(self):
         if self.module not in MODULES:
@@ -73,9 +77,9 @@ class MemorySpec:
         if not _is_int(self.prune_frames) or self.prune_frames < 0:
             raise UserError(f"prune_frames must be an integer >= 0, got {self.prune_frames!r}")
         threshold = self.pruning_threshold
-        if threshold is not None:
+        if threshold is not None and threshold != AUTO:
             if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
-                raise UserError(f"pruning_threshold must be null or lie in [-1, 1], got {threshold!r}")
+                raise UserError(f"pruning_threshold must be null, 'auto' or lie in [-1, 1], got {threshold!r}")
             object.__setattr__(self, "pruning_threshold", float(threshold))
         if self.similarity not in SIMILARITIES:
             raise UserError(f"unknown similarity {self.similarity!r}; expected one of {SIMILARITIES}")
@@ -83,6 +87,9 @@ class MemorySpec:
             raise UserError(f"pool_size must be an integer >= 1, got {self.pool_size!r}")
         if not _is_int(self.full_res_frames) or self.full_res_frames < 1:
             raise UserError(f"full_res_frames must be >= 1 (the newest frame keeps RoPE), got {self.full_res_frames!r}")
+        q = self.auto_quantile
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
+            raise UserError(f"auto_quantile must lie in [0, 1], got {q!r}")
         for key in ("use_mem_split", "prune_in_training", "enabled"):
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"{key} must be true or false, got {getattr(self, key)!r}")

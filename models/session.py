@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
+from models.memory_pruning import SimilarityHistory, similarity_history
 from models.memory_stats import MemoryAttentionStats, record_memory_stats, watch_memory_attention
 
 
@@ -99,6 +100,7 @@ class TrackingSession:
         with torch.inference_mode():
             self.state = predictor.init_state(video if hasattr(video, "read") else str(video), **kwargs)
         self.memory_stats: Dict[int, List[MemoryAttentionStats]] = {}
+        self.similarity_history = SimilarityHistory()  # read by pruning_threshold: auto
 
     # ------------------------------------------------------------------ video
     @property
@@ -139,7 +141,8 @@ class TrackingSession:
         saved = self.predictor.add_all_frames_to_correct_as_cond
         self.predictor.add_all_frames_to_correct_as_cond = saved or self.corrections_as_cond
         try:
-            yield
+            with similarity_history(self.similarity_history):  # a correction reads memory too
+                yield
         finally:
             self.predictor.add_all_frames_to_correct_as_cond = saved
 
@@ -196,7 +199,7 @@ class TrackingSession:
             frames = self.predictor.propagate_in_video(state, start_frame_idx=start_frame,
                                                        max_frame_num_to_track=max_frames, reverse=reverse)
             while True:
-                with record_memory_stats() as calls:
+                with record_memory_stats() as calls, similarity_history(self.similarity_history):
                     try:
                         frame_idx, ids, logits = next(frames)
                     except StopIteration:
@@ -240,6 +243,7 @@ class TrackingSession:
         with torch.inference_mode():
             self.predictor.reset_state(self.state)
         self.memory_stats.clear()
+        self.similarity_history = SimilarityHistory()
 
     def close(self) -> None:
         """Release the session's state (the video source stays open: its opener closes it)."""

@@ -41,7 +41,7 @@ def test_spec_from_a_composed_training_node_and_from_cli_overrides():
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"pruning_threshold": 1.5}, "pruning_threshold must be null or lie in \\[-1, 1\\]"),
+    ({"pruning_threshold": 1.5}, "pruning_threshold must be null, 'auto' or lie in \\[-1, 1\\]"),
     ({"pruning_threshold": True}, "pruning_threshold"),
     ({"prune_frames": -1}, "prune_frames must be an integer >= 0"),
     ({"memory_bank_size": 0}, "memory_bank_size must be an integer >= 1"),

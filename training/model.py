@@ -36,6 +36,7 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 
 from data.collate import ClipBatch
+from models.memory_pruning import SimilarityHistory, similarity_history
 from training.batch import ClipOutputs, FrameOutputs
 from training.prompts import PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
@@ -60,10 +61,13 @@ class TSMSTrainModel(SAM2Base):
         """
         if batch.images.shape[-1] != self.image_size or batch.images.shape[-2] != self.image_size:
             raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(batch.images.shape[-2:])}")
+        with similarity_history(SimilarityHistory()):  # each clip is its own video
+            return self._forward_clips(batch, generator, prompts, gt_memory_prob)
+
+    def _forward_clips(self, batch: ClipBatch, generator, prompts: PromptConfig, gt_memory_prob: float) -> ClipOutputs:
         num_frames, num_clips = batch.num_frames, batch.batch_size
         backbone_out = self.forward_image(batch.images.flatten(0, 1))  # frame-major: t * V + v
         _, vision_feats, vision_pos, feat_sizes = self._prepare_backbone_features(backbone_out)
-
         gt = batch.masks.bool()
         plan = plan_prompts(gt, prompts, generator)
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
