@@ -159,3 +159,88 @@ def test_cli_scenario_flag_and_errors(tmp_path, capsys):
     assert run_cli(synthetic_main, ["--out", str(tmp_path / "x"), "--num_videos", "1", "--num_frames", "2",
                                     "--scenario", "smoke"]) == 2
     assert "--scenario" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- evaluation per scenario / event window
+def _square(rows, cols, size=8):
+    mask = np.zeros((size, size), np.uint8)
+    mask[rows[0]:rows[1], cols[0]:cols[1]] = 1
+    return mask
+
+
+@pytest.fixture()
+def scored_dataset(tmp_path):
+    """Hand-made GT and predictions with known Dice, and a meta.json at the dataset root.
+
+    video_a (occlusion, obj 1): frames 0-3 right, 4 a false positive while occluded (Dice 0),
+    5-6 right (both empty), 7 missed at the re-appearance (0), 8-9 right.
+    video_b (crossing, objs 1, 2): obj 1 right; obj 2 predicted on 2 of its 4 pixels (Dice 2/3).
+    """
+    from data.mask_io import write_label_png
+
+    root, pred = tmp_path / "set", tmp_path / "pred"
+    a_gt = [_square((0, 2), (0, 2)) * (t not in (4, 5, 6)) for t in range(10)]
+    a_pred = [_square((0, 2), (0, 2)) * (t not in (5, 6, 7)) for t in range(10)]
+    b_gt = [_square((0, 2), (0, 2)) + 2 * _square((4, 6), (4, 6)) for _ in range(4)]
+    b_pred = [_square((0, 2), (0, 2)) + 2 * _square((4, 5), (4, 6)) for _ in range(4)]
+    for video, gts, preds in (("video_a", a_gt, a_pred), ("video_b", b_gt, b_pred)):
+        for t, (g, p) in enumerate(zip(gts, preds)):
+            for folder, mask in ((root / "Annotations" / video, g), (pred / video, p)):
+                folder.mkdir(parents=True, exist_ok=True)
+                write_label_png(folder / f"{t:05d}.png", mask.astype(np.uint8))
+    meta = {"generator": "tsms-sam2-synthetic", "videos": {
+        "video_a": {"scenario": "occlusion", "events": [{"type": "occluded", "obj_id": 1, "start": 4, "end": 6},
+                                                        {"type": "reappear", "obj_id": 1, "frame": 7}]},
+        "video_b": {"scenario": "crossing", "events": [{"type": "crossing", "obj_ids": [1, 2], "frame": 1}]}}}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root, pred
+
+
+def _evaluate(root, pred, **kwargs):
+    from eval.evaluation import EvaluationConfig, evaluate_predictions
+
+    return evaluate_predictions(EvaluationConfig(pred_dir=pred, gt_dir=root / "Annotations", workers=1,
+                                                 progress=False, **kwargs)).scenarios
+
+
+def test_dice_per_scenario_and_event_window(scored_dataset):
+    report = _evaluate(*scored_dataset, event_window=2)
+    assert report["meta"].endswith("set/meta.json")  # found above Annotations/
+    occlusion, crossing = report["per_scenario"]["occlusion"], report["per_scenario"]["crossing"]
+    assert occlusion["dice_across_objects"]["mean"] == pytest.approx(0.8)
+    assert crossing["n_objects"] == 2 and crossing["dice_across_objects"]["mean"] == pytest.approx(5 / 6)
+    events = report["per_event"]
+    assert events["reappear"]["dice"]["mean"] == pytest.approx(0.5)  # frames 7 (missed) and 8
+    assert events["reappear"]["window"] == "[frame, frame + 2)"
+    assert events["occluded"]["dice"]["mean"] == pytest.approx(2 / 3) and events["occluded"]["window"] == "[start, end]"
+    assert events["crossing"]["dice"] == pytest.approx({"mean": 5 / 6, "std": 1 / 6, "n": 2})
+    wide = _evaluate(*scored_dataset, event_window=3)["per_event"]["reappear"]["dice"]["mean"]
+    assert wide == pytest.approx(2 / 3)  # frames 7-9
+
+
+def test_event_windows_follow_frame_numbers_when_frames_are_skipped(scored_dataset):
+    report = _evaluate(*scored_dataset, event_window=2, skip_first=True)
+    assert report["per_scenario"]["occlusion"]["dice_across_objects"]["mean"] == pytest.approx(7 / 9)
+    assert report["per_event"]["reappear"]["dice"]["mean"] == pytest.approx(0.5)  # still frames 7 and 8
+
+
+def test_evaluate_cli_reports_scenarios(scored_dataset, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).resolve().parents[1] / "eval" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root, pred = scored_dataset
+    out = tmp_path / "eval.json"
+    argv = ["--pred_dir", str(pred), "--gt_dir", str(root / "Annotations"), "--workers", "1", "--no_progress",
+            "--event_window", "2", "--out", str(out), "--log_level", "WARNING"]
+    assert run_cli(module.main, argv) == 0
+    text = capsys.readouterr().out
+    assert "Dice per scenario" in text and "reappear" in text and "50.00" in text
+    saved = json.loads(out.read_text())["scenarios"]
+    assert saved["per_event"]["reappear"]["dice"]["mean"] == pytest.approx(0.5)
+    assert run_cli(module.main, [*argv[:6], "--meta", str(tmp_path / "none.json")]) == 2
+    assert "--meta file not found" in capsys.readouterr().err
+    assert run_cli(module.main, [*argv[:6], "--event_window", "0"]) == 2
+    (root / "meta.json").write_text(json.dumps({"videos": {"video_a": {"scenario": "basic", "events": []}}}))
+    assert _evaluate(root, pred) is None  # a basic-only dataset adds nothing by itself
