@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from data.synthetic_scene import InstrumentLook, fractal_noise
-from data.synthetic_tracks import (InstrumentTrack, entry_point, pivot_on_side, pivot_side, plan_instruments,
-                                   tip_curve, walk)
+from data.synthetic_tracks import (InstrumentTrack, entry_point, jaw_openings, pivot_on_side, pivot_side,
+                                   plan_instruments, tip_curve, walk)
 
 SCENARIOS = ("basic", "occlusion", "crossing", "jumps", "long", "appearance", "mixed")
 MIXED_CYCLE = ("occlusion", "crossing", "jumps", "long", "appearance")
@@ -71,8 +71,8 @@ def scenario_length(scenario: str, num_frames: int) -> int:
 
 
 def plan_basic(rng, num_frames: int, height: int, width: int, speed: str) -> ScenarioPlan:
-    tracks = plan_instruments(rng, num_frames, height, width, speed)
-    return ScenarioPlan(tracks, np.zeros((num_frames, 2)), np.arange(num_frames))
+    """The default video: random instruments of one speed, no camera motion, no events."""
+    return _plan(num_frames, plan_instruments(rng, num_frames, height, width, speed))
 
 
 def plan_scenario(rng: np.random.Generator, scenario: str, num_frames: int, height: int, width: int) -> ScenarioPlan:
@@ -86,7 +86,8 @@ def plan_scenario(rng: np.random.Generator, scenario: str, num_frames: int, heig
     return plan
 
 
-def _still(num_frames: int, tracks, events=None, camera=None, times=None, effects=None) -> ScenarioPlan:
+def _plan(num_frames: int, tracks, events=None, camera=None, times=None, effects=None) -> ScenarioPlan:
+    """A plan with a still camera and the real clock unless given."""
     return ScenarioPlan(tracks, np.zeros((num_frames, 2)) if camera is None else camera,
                         np.arange(num_frames) if times is None else times, effects or [], events or [])
 
@@ -125,7 +126,7 @@ def _occlusion(rng, num_frames, height, width) -> ScenarioPlan:
                                  [int(k) for k in np.flatnonzero(~drawn)], drawn)
     events = [{"type": "occluded", "obj_id": obj, "start": start, "end": end},
               {"type": "reappear", "obj_id": obj, "frame": end + 1}]
-    return _still(num_frames, tracks, events)
+    return _plan(num_frames, tracks, events)
 
 
 def _crossing(rng, num_frames, height, width) -> ScenarioPlan:
@@ -143,10 +144,9 @@ def _crossing(rng, num_frames, height, width) -> ScenarioPlan:
         sweep = np.array([rng.uniform(-0.3, 0.3), 1.0 if k == 0 else -1.0])
         sweep = (sweep if horizontal else sweep[::-1]) / np.hypot(*sweep)
         tips = meet + t[:, None] * speed * sweep
-        period, phase = rng.uniform(14, 30), rng.uniform(0, 2 * np.pi)
-        openings = np.radians(rng.uniform(30, 55)) * 0.5 * (1 - np.cos(2 * np.pi * np.arange(num_frames) / period + phase))
+        openings = jaw_openings(rng, num_frames, (14, 30))
         tracks.append(InstrumentTrack(look, pivot, tips, openings, "crossing", float(speed)))
-    return _still(num_frames, tracks, [{"type": "crossing", "obj_ids": [1, 2], "frame": meet_frame}])
+    return _plan(num_frames, tracks, [{"type": "crossing", "obj_ids": [1, 2], "frame": meet_frame}])
 
 
 def _jumps(rng, num_frames, height, width) -> ScenarioPlan:
@@ -172,7 +172,7 @@ def _jumps(rng, num_frames, height, width) -> ScenarioPlan:
         camera[k] = shift
         if drops[k]:
             events.append({"type": "dropped_frames", "frame": k, "skipped": int(steps[k] - 1)})
-    return _still(num_frames, tracks, events, camera, times)
+    return _plan(num_frames, tracks, events, camera, times)
 
 
 def _long(rng, num_frames, height, width) -> ScenarioPlan:
@@ -188,7 +188,7 @@ def _long(rng, num_frames, height, width) -> ScenarioPlan:
     times = np.concatenate([[0.0], np.cumsum(rates[:-1])])
     tracks = [tr.resampled(times) for tr in plan_instruments(rng, int(np.ceil(times[-1])) + 2, height, width, "slow",
                                                               retract=False)]
-    return _still(num_frames, tracks, events)
+    return _plan(num_frames, tracks, events)
 
 
 def _windows(rng, num_frames: int, count: int, lengths) -> List[tuple]:
@@ -233,4 +233,4 @@ def _appearance(rng, num_frames, height, width) -> ScenarioPlan:
             image = cv2.GaussianBlur(image, (0, 0), float(sigma[t]))
         return image
 
-    return _still(num_frames, tracks, events, effects=[effect])
+    return _plan(num_frames, tracks, events, effects=[effect])

@@ -120,6 +120,13 @@ def _retraction(rng, num_frames: int, transition: int, allow_start_hidden: bool)
     return ramp * ramp * (3 - 2 * ramp)  # smoothstep
 
 
+def jaw_openings(rng: np.random.Generator, num_frames: int, period_range) -> np.ndarray:
+    """Jaw opening ``[T]`` in radians: a cosine cycle of random period, phase and amplitude."""
+    period = rng.uniform(*period_range)
+    phase = rng.uniform(0, 2 * np.pi)
+    return np.radians(rng.uniform(30, 55)) * 0.5 * (1 - np.cos(2 * np.pi * np.arange(num_frames) / period + phase))
+
+
 def plan_instruments(rng: np.random.Generator, num_frames: int, height: int, width: int, speed: str,
                      retract: bool = True, count: Optional[int] = None) -> List[InstrumentTrack]:
     """Random instruments (1-3, or ``count``) and their trajectories for one video of the given speed.
@@ -144,9 +151,7 @@ def plan_instruments(rng: np.random.Generator, num_frames: int, height: int, wid
         weight = _retraction(rng, num_frames, transition, index > 0) if retract else np.zeros(num_frames)
         scale = 1.0 - weight * (1.0 - inside / np.maximum(reach, inside))
         tips = pivot + (tips - pivot) * scale[:, None]
-        period = rng.uniform(14, 30) if speed == "slow" else rng.uniform(4, 10)
-        phase = rng.uniform(0, 2 * np.pi)
-        openings = np.radians(rng.uniform(30, 55)) * 0.5 * (1 - np.cos(2 * np.pi * np.arange(num_frames) / period + phase))
+        openings = jaw_openings(rng, num_frames, (14, 30) if speed == "slow" else (4, 10))
         hidden = [int(t) for t in np.flatnonzero(weight > 0.999)]
         tracks.append(InstrumentTrack(look, pivot, tips, openings, motion, tip_speed, hidden))
     return tracks

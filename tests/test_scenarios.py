@@ -227,7 +227,8 @@ def test_event_windows_follow_frame_numbers_when_frames_are_skipped(scored_datas
 def test_evaluate_cli_reports_scenarios(scored_dataset, tmp_path, capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).resolve().parents[1] / "eval" / "evaluate.py")
+    script = Path(__file__).resolve().parents[1] / "eval" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_cli", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     root, pred = scored_dataset
