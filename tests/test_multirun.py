@@ -91,6 +91,15 @@ def test_sweep_refuses_to_start_over_and_resumes(tmp_path, data_root):
         run_sweep(CONFIG, overrides, fake_train)
     assert len(calls) == 2  # nothing ran on a refused sweep
 
+    def resumed_train(cfg):
+        calls.append((cfg.seed, cfg.run_dir))
+        assert cfg.resume == "auto"
+        return 0.75
+
+    assert run_sweep(CONFIG, [*overrides, "resume=auto"], resumed_train) == [0.75, 0.75]
+    manifest = yaml.safe_load((tmp_path / "base" / "multirun" / "multirun.yaml").read_text())
+    assert [j["metric"] for j in manifest["jobs"]] == [0.75, 0.75] and len(calls) == 4
+
 
 def test_cli_multirun_two_by_two(tmp_path, data_root):
     """The README form `-m sampler=a,b seed=1,2`: 4 real 1-step runs, each with its own dir and metric."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,14 +115,15 @@ def run_sweep(config_path, overrides: Sequence[str], train_fn: Optional[Callable
     sweep_dir = Path(base.run_dir) / "multirun"
     resume = str(base.get("resume")) == "auto"
     manifest_path = sweep_dir / MANIFEST
-    if manifest_path.exists() and not resume:
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun every rank runs the sweep; rank 0 keeps the books
+    if main and manifest_path.exists() and not resume:
         raise UserError(f"{sweep_dir} already holds a sweep ({MANIFEST}); pass resume=auto to continue it, "
                         f"or another run_dir=")
     configs = []
     for job in jobs:
         job_dir = sweep_dir / job.dir_name
         cfg = compose_train_config(config_path, [*job.overrides, f"run_dir={_quoted(job_dir)}"])
-        if (job_dir / "checkpoints").exists() and str(cfg.get("resume")) != "auto":
+        if main and (job_dir / "checkpoints").exists() and str(cfg.get("resume")) != "auto":
             raise UserError(f"{job_dir} already holds a run; pass resume=auto to continue the sweep")
         configs.append(cfg)
     manifest = _read_manifest(manifest_path) if manifest_path.exists() else {}
@@ -131,13 +133,15 @@ def run_sweep(config_path, overrides: Sequence[str], train_fn: Optional[Callable
     for job in jobs:
         entries.setdefault(job.dir_name, {"dir": job.dir_name, "overrides": list(job.overrides), "metric": None})
     manifest["jobs"] = list(entries.values())
-    _write_manifest(manifest_path, manifest)
+    if main:
+        _write_manifest(manifest_path, manifest)
     metrics = []
     for job, cfg in zip(jobs, configs):
         log.info("multirun job %d/%d: %s -> %s", job.index + 1, len(jobs), " ".join(job.swept), cfg.run_dir)
         metric = float(train_fn(cfg))
         metrics.append(metric)
         entries[job.dir_name]["metric"] = None if math.isnan(metric) else metric
-        _write_manifest(manifest_path, manifest)
+        if main:
+            _write_manifest(manifest_path, manifest)
         log.info("multirun job %d/%d done: metric %.4f", job.index + 1, len(jobs), metric)
     return metrics
