@@ -104,7 +104,7 @@ def run_sweep(config_path, overrides: Sequence[str], train_fn: Optional[Callable
     """Compose every job (all checked before the first starts), then train them in order.
 
     Returns each job's metric (what ``train`` returns: best validation Dice, NaN without
-    validation), and keeps ``<run_dir>/multirun/multirun.yaml`` up to date after each job.
+    validation), and rewrites ``<run_dir>/multirun/multirun.yaml`` after each job.
     """
     from training.config import compose_train_config
 
@@ -132,9 +132,7 @@ def run_sweep(config_path, overrides: Sequence[str], train_fn: Optional[Callable
                 "jobs": []}
     for job in jobs:
         entries.setdefault(job.dir_name, {"dir": job.dir_name, "overrides": list(job.overrides), "metric": None})
-    manifest["jobs"] = list(entries.values())
-    if main:
-        _write_manifest(manifest_path, manifest)
+    manifest["jobs"] = list(entries.values())  # written after each job: a sweep whose first job fails leaves none
     metrics = []
     for job, cfg in zip(jobs, configs):
         log.info("multirun job %d/%d: %s -> %s", job.index + 1, len(jobs), " ".join(job.swept), cfg.run_dir)
