@@ -64,6 +64,13 @@ def load_meta(path: Path, explicit: bool = True) -> Optional[Dict[str, dict]]:
         raise UserError(f"cannot read scenario metadata {path}: {exc}") from exc
     out = {name: {"scenario": v.get("scenario", "basic"), "events": list(v.get("events", []))}
            for name, v in videos.items() if isinstance(v, dict)}
+    for name, v in out.items():
+        for event in v["events"]:
+            keys = ("start", "end") if isinstance(event, dict) and "start" in event else ("frame",)
+            if not (isinstance(event, dict) and isinstance(event.get("type"), str)
+                    and all(isinstance(event.get(k), int) for k in keys)):
+                raise UserError(f"{path}: video {name!r} has a malformed event {event!r} (expected a type and "
+                                f"an integer frame, or start and end)")
     if not explicit and all(v["scenario"] == "basic" and not v["events"] for v in out.values()):
         return None
     return out

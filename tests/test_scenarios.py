@@ -243,5 +243,9 @@ def test_evaluate_cli_reports_scenarios(scored_dataset, tmp_path, capsys):
     assert run_cli(module.main, [*argv[:6], "--meta", str(tmp_path / "none.json")]) == 2
     assert "--meta file not found" in capsys.readouterr().err
     assert run_cli(module.main, [*argv[:6], "--event_window", "0"]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"videos": {"video_a": {"scenario": "occlusion", "events": [{"type": "reappear"}]}}}))
+    assert run_cli(module.main, [*argv[:6], "--meta", str(bad)]) == 2
+    assert "malformed event" in capsys.readouterr().err
     (root / "meta.json").write_text(json.dumps({"videos": {"video_a": {"scenario": "basic", "events": []}}}))
     assert _evaluate(root, pred) is None  # a basic-only dataset adds nothing by itself
