@@ -2,6 +2,9 @@
 
     python data/synthetic.py --out datasets/synthetic --num_videos 8 --num_frames 48 --seed 0 \
         [--speed slow|fast|mixed] [--size 512 512] [--fps 10] [--no_mp4]
+        [--scenario basic|occlusion|crossing|jumps|long|appearance|mixed]
+
+Scenarios (data/synthetic_scenarios.py) record their events in meta.json; see docs/data.md.
 """
 
 import sys, pathlib  # noqa: E401  (bootstrap: repo root first, before any project import)
@@ -9,6 +12,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
+from data.synthetic_scenarios import SCENARIOS  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
@@ -23,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mixed alternates slow (even index) and fast (odd index) videos")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[512, 512])
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4 files")
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default="basic",
+                        help="basic: the --speed videos (default); mixed cycles occlusion, crossing, jumps, long, "
+                             "appearance; --speed applies to basic only; long videos have >= 200 frames")
     parser.add_argument("--no_mp4", action="store_true", help="skip writing videos/<name>.mp4")
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -35,7 +42,7 @@ def main(argv=None) -> int:
 
     write_synthetic_dataset(
         args.out, args.num_videos, args.num_frames, seed=args.seed, speed=args.speed,
-        size=args.size, fps=args.fps, write_mp4=not args.no_mp4,
+        size=args.size, fps=args.fps, write_mp4=not args.no_mp4, scenario=args.scenario,
     )
     return 0
 

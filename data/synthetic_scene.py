@@ -27,7 +27,7 @@ def _noise_field(rng: np.random.Generator, height: int, width: int, cells: int) 
     return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def _fractal_noise(rng: np.random.Generator, height: int, width: int, octaves=(3, 6, 12, 24, 48)) -> np.ndarray:
+def fractal_noise(rng: np.random.Generator, height: int, width: int, octaves=(3, 6, 12, 24, 48)) -> np.ndarray:
     total = np.zeros((height, width), np.float32)
     weight_sum = 0.0
     for level, cells in enumerate(octaves):
@@ -50,8 +50,8 @@ class TissueBackground:
         self.height, self.width = height, width
         self.pad = int(round(0.08 * max(height, width))) + 2
         ch, cw = height + 2 * self.pad, width + 2 * self.pad
-        base = _fractal_noise(rng, ch, cw)[..., None]
-        fat = np.clip((_fractal_noise(rng, ch, cw, (2, 4, 8)) - 0.62) * 4.0, 0.0, 1.0)[..., None]
+        base = fractal_noise(rng, ch, cw)[..., None]
+        fat = np.clip((fractal_noise(rng, ch, cw, (2, 4, 8)) - 0.62) * 4.0, 0.0, 1.0)[..., None]
         dark = np.array(rng.uniform([95, 18, 22], [130, 35, 40]), np.float32)
         light = np.array(rng.uniform([200, 85, 80], [235, 125, 115]), np.float32)
         fat_colour = np.array(rng.uniform([205, 150, 95], [235, 185, 125]), np.float32)
@@ -98,10 +98,10 @@ class TissueBackground:
             )
         return cv2.GaussianBlur(layer, (0, 0), 0.004 * size + 0.8)
 
-    def frame(self, t: int) -> np.ndarray:
-        """Background of frame ``t``: ``[H, W, 3]`` float32 RGB in [0, 255]."""
-        dx = self.drift * np.sin(2 * np.pi * self.drift_freq[0] * t + self.drift_phase[0])
-        dy = self.drift * np.sin(2 * np.pi * self.drift_freq[1] * t + self.drift_phase[1])
+    def frame(self, t: float, shift=(0.0, 0.0)) -> np.ndarray:
+        """Background at time ``t``, the view moved by ``shift`` px (xy): ``[H, W, 3]`` float32 RGB."""
+        dx = self.drift * np.sin(2 * np.pi * self.drift_freq[0] * t + self.drift_phase[0]) - shift[0]
+        dy = self.drift * np.sin(2 * np.pi * self.drift_freq[1] * t + self.drift_phase[1]) - shift[1]
         scale = 1.0 + 0.015 * np.sin(2 * np.pi * self.breath_freq * t + self.drift_phase[2])
         cx, cy = self.pad + self.width / 2 + dx, self.pad + self.height / 2 + dy
         matrix = np.array(

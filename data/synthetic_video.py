@@ -9,7 +9,9 @@ Each video (random stream ``numpy.random.default_rng([seed, video_index])``) has
   ones (occlusion), and each instrument may retract out of view and come back;
 * motion ``slow`` (smooth, ~0.4-1% of the frame side per frame) or ``fast``, where each
   instrument is either ``fast`` (smooth, 3-6%) or ``irregular`` (1.5-3.5% with sudden jumps
-  of 15-30% of the side). ``--speed mixed`` alternates slow (even index) and fast (odd).
+  of 15-30% of the side). ``--speed mixed`` alternates slow (even index) and fast (odd);
+* or a scenario (occlusion, crossing, jumps, long, appearance; data/synthetic_scenarios.py)
+  with its events in ``meta.json``. ``--scenario mixed`` cycles through the five.
 
 Output (``write_synthetic_dataset``)::
 
@@ -17,8 +19,8 @@ Output (``write_synthetic_dataset``)::
     <out>/Annotations/<video>/00000.png    palette PNGs, value = object id (1..3), 0 = background
     <out>/Prompts/<video>/00000.png        first-frame annotation, for inference
     <out>/videos/<video>.mp4               the frames as an mp4 (cv2, 'mp4v')
-    <out>/ImageSets/{all,slow,fast}.txt    video names by speed
-    <out>/meta.json                        settings and per-video / per-object motion
+    <out>/ImageSets/{all,slow,fast}.txt    video names by speed (and <scenario>.txt by scenario)
+    <out>/meta.json                        settings, per-video scenario and events, per-object motion
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -35,10 +37,13 @@ import numpy as np
 from tqdm import tqdm
 
 from data.mask_io import frame_file_name, write_label_png, write_rgb
+from data.synthetic_scenarios import SPEED as SCENARIO_SPEED
+from data.synthetic_scenarios import (SCENARIOS, ScenarioPlan, plan_basic, plan_scenario, scenario_length,
+                                     video_scenarios)
 from data.synthetic_scene import (
-    InstrumentLook, TissueBackground, cast_shadow, fill_polygons, instrument_polygons, polygons_bbox,
-    shade_instrument,
+    TissueBackground, cast_shadow, fill_polygons, instrument_polygons, polygons_bbox, shade_instrument,
 )
+from data.synthetic_tracks import InstrumentTrack, plan_instruments  # noqa: F401  (re-exported)
 from utils.cli import UserError
 from utils.io import atomic_dir
 
@@ -47,11 +52,6 @@ log = logging.getLogger(__name__)
 GENERATOR_NAME = "tsms-sam2-synthetic"
 GENERATOR_VERSION = 1
 SPEEDS = ("slow", "fast", "mixed")
-
-# Tip speed ranges, fraction of the shorter frame side per frame.
-_SPEED_RANGE = {"slow": (0.004, 0.010), "fast": (0.03, 0.06), "irregular": (0.015, 0.035)}
-_JUMP_PROB, _JUMP_RANGE = 0.12, (0.15, 0.30)
-
 
 @dataclass
 class SyntheticFrame:
@@ -68,111 +68,29 @@ class SyntheticFrame:
     full_masks: np.ndarray
 
 
-@dataclass
-class InstrumentTrack:
-    """Pre-computed trajectory of one instrument over the video (all arrays length T)."""
-
-    look: InstrumentLook
-    pivot: np.ndarray  # [2] xy, outside the frame
-    tips: np.ndarray  # [T, 2] xy
-    openings: np.ndarray  # [T] radians
-    motion: str
-    speed: float  # px / frame of the tip along its path
-    hidden: List[int] = field(default_factory=list)  # frames when fully retracted
-
-
-def _pivot_point(rng: np.random.Generator, height: int, width: int, margin: float) -> np.ndarray:
-    side = int(rng.integers(0, 4))
-    along = rng.uniform(0.15, 0.85)
-    if side == 0:
-        return np.array([along * width, -margin])
-    if side == 1:
-        return np.array([width + margin, along * height])
-    if side == 2:
-        return np.array([along * width, height + margin])
-    return np.array([-margin, along * height])
-
-
-def _tip_curve(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """A smooth random curve in the central region and its cumulative arc length."""
-    u = np.linspace(0.0, 1.0, 4096)
-    centre = rng.uniform([0.4 * width, 0.4 * height], [0.6 * width, 0.6 * height])
-    curve = np.repeat(centre[None, :], u.size, axis=0)
-    for axis, extent in ((0, width), (1, height)):
-        for _ in range(3):
-            amplitude = rng.uniform(0.04, 0.12) * extent
-            curve[:, axis] += amplitude * np.sin(2 * np.pi * (rng.uniform(0.5, 3.0) * u + rng.random()))
-    arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(curve, axis=0).T))])
-    return curve, arc
-
-
-def _walk(rng, curve, arc, num_frames: int, speed: float, irregular: bool, side: float) -> np.ndarray:
-    """Tip positions ``[T, 2]``: walk along the curve at ``speed`` px/frame, bouncing at ends."""
-    total = arc[-1]
-    variation = 1.0 + 0.3 * np.sin(2 * np.pi * rng.uniform(0.02, 0.08) * np.arange(num_frames) + rng.random() * 6)
-    steps = speed * variation * (1 if rng.random() < 0.5 else -1)
-    if irregular:
-        jumps = rng.random(num_frames) < _JUMP_PROB
-        sizes = rng.uniform(*_JUMP_RANGE, size=num_frames) * side * rng.choice([-1.0, 1.0], size=num_frames)
-        steps = steps + np.where(jumps, sizes, 0.0)
-    steps[0] = 0.0
-    position = rng.uniform(0, total) + np.cumsum(steps)
-    folded = np.mod(position, 2 * total)
-    folded = np.where(folded > total, 2 * total - folded, folded)
-    return np.stack([np.interp(folded, arc, curve[:, 0]), np.interp(folded, arc, curve[:, 1])], axis=1)
-
-
-def _retraction(rng, num_frames: int, transition: int, allow_start_hidden: bool) -> np.ndarray:
-    """Retraction weight ``[T]`` in [0, 1] (1 = fully out of view) with one hidden window."""
-    weight = np.zeros(num_frames)
-    if rng.random() < 0.4 or num_frames < 2 * transition + 6:
-        return weight
-    duration = int(rng.integers(3, max(4, num_frames // 6)))
-    low = -duration if allow_start_hidden else transition + 1
-    start = int(rng.integers(low, max(low + 1, num_frames - duration - transition)))
-    t = np.arange(num_frames)
-    ramp_in = np.clip((t - (start - transition)) / max(transition, 1), 0, 1)
-    ramp_out = np.clip(((start + duration + transition) - t) / max(transition, 1), 0, 1)
-    ramp = np.minimum(ramp_in, ramp_out)
-    return ramp * ramp * (3 - 2 * ramp)  # smoothstep
-
-
-def plan_instruments(rng: np.random.Generator, num_frames: int, height: int, width: int, speed: str) -> List[InstrumentTrack]:
-    """Random instruments and their trajectories for one video of the given speed."""
-    side = float(min(height, width))
-    margin = 0.2 * side
-    tracks = []
-    for index in range(int(rng.integers(1, 4))):
-        look = InstrumentLook.random(rng, side)
-        pivot = _pivot_point(rng, height, width, margin)
-        motion = "smooth" if speed == "slow" else ("fast" if rng.random() < 0.5 else "irregular")
-        tip_speed = float(rng.uniform(*_SPEED_RANGE["slow" if motion == "smooth" else motion]) * side)
-        curve, arc = _tip_curve(rng, height, width)
-        tips = _walk(rng, curve, arc, num_frames, tip_speed, motion == "irregular", side)
-        inside = 0.3 * margin  # tip this close to the pivot puts the whole tool outside the frame
-        reach = np.hypot(*(tips - pivot).T)
-        # Retract and re-insert at a pace that matches the motion kind (3x / 1.5x the tip speed).
-        pace = (3.0 if motion == "smooth" else 1.5) * tip_speed
-        transition = int(np.clip(round((reach.mean() - inside) / pace), 1, 40))
-        retract = _retraction(rng, num_frames, transition, allow_start_hidden=index > 0)
-        scale = 1.0 - retract * (1.0 - inside / np.maximum(reach, inside))
-        tips = pivot + (tips - pivot) * scale[:, None]
-        period = rng.uniform(14, 30) if speed == "slow" else rng.uniform(4, 10)
-        phase = rng.uniform(0, 2 * np.pi)
-        openings = np.radians(rng.uniform(30, 55)) * 0.5 * (1 - np.cos(2 * np.pi * np.arange(num_frames) / period + phase))
-        hidden = [int(t) for t in np.flatnonzero(retract > 0.999)]
-        tracks.append(InstrumentTrack(look, pivot, tips, openings, motion, tip_speed, hidden))
-    return tracks
-
-
 def render_video(
     rng: np.random.Generator, num_frames: int, height: int, width: int, speed: str
 ) -> Tuple[List[InstrumentTrack], Iterator[SyntheticFrame]]:
-    """Plan one video and return its tracks and a lazy iterator over its frames."""
-    if speed not in ("slow", "fast"):
-        raise ValueError(f"video speed must be slow or fast, got {speed!r}")
+    """Plan one ``basic`` video and return its tracks and a lazy iterator over its frames."""
+    plan, frames = render_scenario_video(rng, num_frames, height, width, "basic", speed)
+    return plan.tracks, frames
+
+
+def render_scenario_video(
+    rng: np.random.Generator, num_frames: int, height: int, width: int, scenario: str, speed: str = "slow"
+) -> Tuple[ScenarioPlan, Iterator[SyntheticFrame]]:
+    """Plan one video of ``scenario`` (``speed`` only for ``basic``); its plan and lazy frames."""
+    if scenario == "basic":
+        if speed not in ("slow", "fast"):
+            raise ValueError(f"video speed must be slow or fast, got {speed!r}")
+    else:
+        speed = SCENARIO_SPEED[scenario]
     background = TissueBackground(rng, height, width, drift=0.01 if speed == "slow" else 0.03)
-    tracks = plan_instruments(rng, num_frames, height, width, speed)
+    if scenario == "basic":
+        plan = plan_basic(rng, num_frames, height, width, speed)
+    else:
+        plan = plan_scenario(rng, scenario, num_frames, height, width)
+    tracks = plan.tracks
     noise_pad = 16
     noise = rng.normal(0.0, 2.0, size=(height + noise_pad, width + noise_pad, 3)).astype(np.float32)
     offsets = rng.integers(0, noise_pad, size=(num_frames, 2))
@@ -182,11 +100,15 @@ def render_video(
 
     def frames() -> Iterator[SyntheticFrame]:
         for t in range(num_frames):
-            image = background.frame(t)
+            shift = plan.camera[t]
+            image = background.frame(plan.background_times[t], shift)
             label = np.zeros((height, width), np.uint8)
             full = np.zeros((len(tracks), height, width), bool)
             for obj, track in enumerate(tracks, start=1):
-                parts = instrument_polygons(track.pivot, track.tips[t], track.openings[t], track.look)
+                if track.drawn is not None and not track.drawn[t]:
+                    continue  # out of view
+                pivot, tip = track.pivot_at(t) + shift, track.tips[t] + shift
+                parts = instrument_polygons(pivot, tip, track.openings[t], track.look)
                 bbox = polygons_bbox(parts, height, width)
                 if bbox[0] >= bbox[1] or bbox[2] >= bbox[3]:
                     continue  # entirely outside the frame
@@ -194,16 +116,18 @@ def render_video(
                 mask = part_map > 0
                 full[obj - 1] = mask
                 cast_shadow(image, mask.view(np.uint8), shadow_offset, shadow_blur, 0.35)
-                (ys, xs), colours = shade_instrument(part_map, track.pivot, track.tips[t], track.look, bbox)
+                (ys, xs), colours = shade_instrument(part_map, pivot, tip, track.look, bbox)
                 image[ys, xs] = colours
                 label[mask] = obj
+            for effect in plan.effects:
+                image = effect(image, t)
             cv2.multiply(image, background.vignette, dst=image)
             image = cv2.GaussianBlur(image, (3, 3), 0.6)
             oy, ox = offsets[t]
             cv2.add(image, noise[oy:oy + height, ox:ox + width], dst=image)
             yield SyntheticFrame(cv2.convertScaleAbs(image), label, full)
 
-    return tracks, frames()
+    return plan, frames()
 
 
 def video_speeds(num_videos: int, speed: str) -> List[str]:
@@ -238,10 +162,13 @@ def write_synthetic_dataset(
     fps: float = 10.0,
     write_mp4: bool = True,
     progress: bool = True,
+    scenario: str = "basic",
 ) -> Dict:
     """Generate ``num_videos`` videos into ``out`` (replaced atomically); returns ``meta.json``.
 
-    The same arguments give byte-identical JPEG/PNG/JSON files.
+    ``scenario`` (data/synthetic_scenarios.py): ``basic`` videos follow ``speed``; the others
+    set their own speed and length (at least their minimum) and record their events. The
+    same arguments give byte-identical JPEG/PNG/JSON files.
     """
     height, width = (int(v) for v in size)
     if num_videos < 1 or num_frames < 1:
@@ -250,24 +177,30 @@ def write_synthetic_dataset(
         raise UserError(f"--size must be at least 32 x 32, got {height} x {width}")
     out = Path(out)
     _check_output(out)
+    if scenario not in SCENARIOS:
+        raise UserError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
     speeds = video_speeds(num_videos, speed)
+    scenarios = video_scenarios(num_videos, scenario)
+    lengths = [scenario_length(s, num_frames) for s in scenarios]
     meta: Dict = {
         "generator": GENERATOR_NAME, "version": GENERATOR_VERSION, "seed": int(seed),
         "num_videos": int(num_videos), "num_frames": int(num_frames), "size": [height, width],
-        "speed": speed, "fps": float(fps), "videos": {},
+        "speed": speed, "scenario": scenario, "fps": float(fps), "videos": {},
     }
-    bar = tqdm(total=num_videos * num_frames, desc="synthetic", unit="frame", disable=not progress)
+    bar = tqdm(total=sum(lengths), desc="synthetic", unit="frame", disable=not progress)
     with atomic_dir(out) as tmp:
-        for index, video_speed in enumerate(speeds):
+        for index, (video_scenario, length) in enumerate(zip(scenarios, lengths)):
             name = f"video_{index:04d}"
             rng = np.random.default_rng([int(seed), index])
-            tracks, frames = render_video(rng, num_frames, height, width, video_speed)
+            plan, frames = render_scenario_video(rng, length, height, width, video_scenario, speeds[index])
             meta["videos"][name] = _write_video(tmp, name, frames, fps, write_mp4, bar)
             meta["videos"][name].update(
-                speed=video_speed,
+                speed=speeds[index] if video_scenario == "basic" else SCENARIO_SPEED[video_scenario],
+                scenario=video_scenario,
+                events=plan.events,
                 objects={
                     str(i): {"motion": tr.motion, "tip_speed_px": round(tr.speed, 3), "hidden_frames": tr.hidden}
-                    for i, tr in enumerate(tracks, start=1)
+                    for i, tr in enumerate(plan.tracks, start=1)
                 },
             )
         sets = tmp / "ImageSets"
@@ -278,6 +211,8 @@ def write_synthetic_dataset(
             (sets / f"{kind}.txt").write_text(
                 "".join(f"{n}\n" for n in names if meta["videos"][n]["speed"] == kind)
             )
+        for kind in sorted({s for s in scenarios if s != "basic"}):
+            (sets / f"{kind}.txt").write_text("".join(f"{n}\n" for n in names if meta["videos"][n]["scenario"] == kind))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     bar.close()
     log.info("wrote %d synthetic videos to %s", num_videos, out)

@@ -84,6 +84,7 @@ class EvaluationResult:
     across_videos: Dict[str, Summary]
     class_metrics: Optional[dict] = None
     settings: dict = field(default_factory=dict)
+    scenarios: Optional[dict] = None  # eval.scenarios.scenario_report, with scenario metadata
 
     @property
     def objects(self) -> List[ObjectResult]:

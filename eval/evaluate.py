@@ -14,6 +14,7 @@ from typing import Optional, Sequence  # noqa: E402
 
 from eval.evaluation import EvaluationConfig, evaluate_predictions  # noqa: E402
 from eval.metrics import DAVIS_BOUND_TH  # noqa: E402
+from eval.scenarios import DEFAULT_EVENT_WINDOW, format_scenario_table  # noqa: E402
 from eval.report import format_table, write_dice_plot, write_json, write_object_csv  # noqa: E402
 from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bound_th", type=float, default=DAVIS_BOUND_TH,
                    help="boundary tolerance: fraction of the image diagonal (<1) or pixels (>=1); "
                         "default 0.008 as in DAVIS")
+    p.add_argument("--meta", type=Path, help="scenario metadata of a synthetic dataset (default: meta.json in "
+                                             "--gt_dir or its parent): adds Dice per scenario and per event window")
+    p.add_argument("--event_window", type=int, default=DEFAULT_EVENT_WINDOW,
+                   help="frames scored from a point event on, e.g. a re-appearance (default %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     p.add_argument("--log_level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="logging level (default INFO)")
@@ -62,7 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = EvaluationConfig(
         pred_dir=args.pred_dir, gt_dir=args.gt_dir, skip_first=args.skip_first, skip_last=args.skip_last,
         videos=args.videos, objects=args.objects, class_map=args.class_map, allow_missing=args.allow_missing,
-        workers=args.workers, bound_th=args.bound_th, progress=not args.no_progress,
+        workers=args.workers, bound_th=args.bound_th, progress=not args.no_progress, meta=args.meta,
+        event_window=args.event_window,
     )
     result = evaluate_predictions(config)
     if args.out:
@@ -72,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot:
         write_dice_plot(result, args.plot)
     print(format_table(result))
+    if result.scenarios is not None:
+        print(format_scenario_table(result.scenarios))
     return 0
 
 

@@ -18,6 +18,7 @@ from eval.aggregate import EvaluationResult, aggregate
 from eval.class_map import load_class_map
 from eval.masks import list_videos, natural_key
 from eval.metrics import DAVIS_BOUND_TH
+from eval.scenarios import DEFAULT_EVENT_WINDOW, find_meta, load_meta, scenario_report
 from eval.scoring import ScoringOptions, VideoScores, score_video
 from utils.cli import UserError
 
@@ -44,6 +45,8 @@ class EvaluationConfig:
     workers: Optional[int] = None
     bound_th: float = DAVIS_BOUND_TH
     progress: bool = True
+    meta: Optional[Path] = None  # scenario metadata (default: meta.json in gt_dir or its parent)
+    event_window: int = DEFAULT_EVENT_WINDOW
 
 
 def available_cpus() -> int:
@@ -107,7 +110,11 @@ def map_videos(fn: Callable[[str], VideoScores], videos: Sequence[str], workers:
 def evaluate_predictions(config: EvaluationConfig) -> EvaluationResult:
     """Score every selected video and aggregate (see ``docs/evaluation.md``)."""
     start = time.perf_counter()
+    if config.event_window < 1:
+        raise UserError(f"--event_window must be at least 1, got {config.event_window}")
     videos = resolve_videos(config)
+    meta_path = find_meta(Path(config.gt_dir), config.meta)
+    meta = load_meta(meta_path, explicit=config.meta is not None) if meta_path is not None else None
     class_map = load_class_map(config.class_map)
     objects = frozenset(int(i) for i in config.objects) if config.objects else None
     options = ScoringOptions(config.skip_first, config.skip_last, config.allow_missing, objects, config.bound_th)
@@ -133,6 +140,8 @@ def evaluate_predictions(config: EvaluationConfig) -> EvaluationResult:
         "workers": workers,
     }
     result = aggregate(scores, settings)
+    if meta is not None:  # a synthetic dataset with scenarios: Dice per scenario and event window
+        result.scenarios = scenario_report(result, meta, config.event_window, str(meta_path))
     logger.info("evaluated %d frames of %d video(s) in %.1f s", result.n_frames, len(videos),
                 time.perf_counter() - start)
     return result

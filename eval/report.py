@@ -78,6 +78,7 @@ def result_to_dict(result: EvaluationResult) -> dict:
             "class_metrics": _class_dict(result.class_metrics),
         },
         "videos": videos,
+        **({"scenarios": result.scenarios} if result.scenarios is not None else {}),
     }
 
 

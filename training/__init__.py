@@ -3,7 +3,8 @@
 Public API (imported lazily, so ``training.config`` stays light for the CLI)::
 
     from training import compose_train_config, train
-    summary = train(compose_train_config(overrides=["experiment=synthetic_tiny"]))
+    dice = train(compose_train_config(overrides=["experiment=synthetic_tiny"]))  # best validation Dice
+    dice.state, dice.model                     # a float that carries the TrainSummary (training/result.py)
 
 See docs/training.md.
 """
@@ -18,6 +19,8 @@ _EXPORTS = {
     "train": "training.trainer",
     "Trainer": "training.trainer",
     "TrainSummary": "training.trainer",
+    "TrainResult": "training.result",
+    "run_sweep": "training.multirun",
     "TrainingDivergedError": "training.trainer",
     "TSMSTrainModel": "training.model",
     "PromptConfig": "training.prompts",

@@ -267,12 +267,18 @@ class Trainer:
             self._save(self.run.best)
 
 
-def train(cfg: DictConfig) -> TrainSummary:
-    """Train with a composed config (see :func:`training.config.compose_train_config`)."""
+def train(cfg: DictConfig) -> float:
+    """Train with a composed config (see :func:`training.config.compose_train_config`).
+
+    Returns the best validation mean Dice as a float (NaN without validation), which also
+    carries the :class:`TrainSummary` (``.summary``; ``.state``, ``.model``... work directly).
+    """
+    from training.result import TrainResult
+
     dist = init_distributed(str(cfg.device))
     if dist.device.type == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
     try:
-        return Trainer(cfg, dist).fit()
+        return TrainResult(Trainer(cfg, dist).fit())
     finally:
         cleanup_distributed()
