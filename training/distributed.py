@@ -92,6 +92,16 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value / dist.get_world_size() if is_distributed() else value
 
 
+def all_gather_int(value: int, device: torch.device) -> list:
+    """``value`` of every rank, in rank order (``[value]`` without DDP)."""
+    if not is_distributed():
+        return [int(value)]
+    mine = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    out = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, mine)
+    return [int(t.item()) for t in out]
+
+
 def broadcast_object(obj, src: int = 0):
     """The object of rank ``src`` on every rank."""
     if not is_distributed():

@@ -39,7 +39,7 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 
 from training.batch import ClipOutputs, FrameOutputs, TrainBatch
-from training.prompts import PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
+from training.prompts import ObjectRows, PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
 SAM2_BASE_TARGET = "sam2.modeling.sam2_base.SAM2Base"
 TRAIN_MODEL_TARGET = "training.model.TSMSTrainModel"
@@ -57,12 +57,14 @@ class TSMSTrainModel(SAM2Base):
         self.prompt_config = PromptConfig()
         self.gt_memory_prob = 0.0  # set per step by the trainer (see gt_memory_probability)
 
-    def forward(self, batch: TrainBatch, generator: torch.Generator) -> ClipOutputs:
+    def forward(self, batch: TrainBatch, generator: torch.Generator, rows: ObjectRows | None = None) -> ClipOutputs:
         """Track a batch of clips with simulated prompts.
 
         Args:
             batch: images ``[T, V, 3, H, W]`` and masks ``[T, N, H, W]``.
             generator: the source of every random prompt decision (seeded per step).
+            rows: under DDP, this rank's rows of the global batch of objects (same seed on
+                every rank), so the prompts equal those of one process with the whole batch.
         """
         if batch.images.shape[-1] != self.image_size or batch.images.shape[-2] != self.image_size:
             raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(batch.images.shape[-2:])}")
@@ -71,7 +73,7 @@ class TSMSTrainModel(SAM2Base):
         _, vision_feats, vision_pos, feat_sizes = self._prepare_backbone_features(backbone_out)
 
         gt = batch.masks.bool()
-        plan = plan_prompts(gt, self.prompt_config, generator)
+        plan = plan_prompts(gt, self.prompt_config, generator, rows)
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         frames = [FrameOutputs() for _ in range(num_frames)]
         cond_frames = list(plan.init_cond_frames)
@@ -91,6 +93,7 @@ class TSMSTrainModel(SAM2Base):
                 record=frames[t],
                 generator=generator,
                 gt_memory=gt_memory,
+                rows=rows,
             )
             as_cond = t in plan.init_cond_frames or (
                 self.prompt_config.add_corrected_frames_as_cond and t in plan.frames_to_correct
@@ -114,6 +117,7 @@ class TSMSTrainModel(SAM2Base):
         record: FrameOutputs,
         generator: torch.Generator,
         gt_memory: bool = False,
+        rows: ObjectRows | None = None,
     ) -> dict:
         """One frame: SAM2's track step, optional correction clicks, memory encoding."""
         point_inputs = plan.point_inputs.get(frame_idx)
@@ -139,7 +143,7 @@ class TSMSTrainModel(SAM2Base):
             for _ in range(self.prompt_config.num_correction_clicks):
                 from_gt = (self.prompt_config.prob_sample_from_gt > 0
                            and draw_uniform(generator) < self.prompt_config.prob_sample_from_gt)
-                points, labels = sample_click(gt, None if from_gt else high_res > 0, generator)
+                points, labels = sample_click(gt, None if from_gt else high_res > 0, generator, rows)
                 point_inputs = add_click(point_inputs, points, labels)
                 low_multi, high_multi, ious, low_res, high_res, obj_ptr, obj_score = self._forward_sam_heads(
                     backbone_features=pix_feat,
