@@ -9,6 +9,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from inference.distributed import join_inference_ranks, merge_and_summarise, run_shard
 from inference.predict import VideoResult, check_output_dir, segment_video, write_summary
 from inference.prompts import Prompt, build_prompts, read_label_png
 from inference.video_sources import ImageFolderSource, is_live_spec, open_video_source
@@ -23,7 +24,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_predictor(args):
+def build_predictor(args, device=None):
     memory_options = {}
     if args.memory_bank_size is not None:
         memory_options["memory_bank_size"] = args.memory_bank_size
@@ -32,7 +33,7 @@ def build_predictor(args):
     return build_tsms_sam2_video_predictor(
         config=args.model_cfg,
         ckpt_path=args.checkpoint,
-        device=pick_device(args.device),
+        device=device if device is not None else pick_device(args.device),
         memory=args.memory,
         memory_options=memory_options or None,
     )
@@ -70,7 +71,8 @@ def run_predict_video(args) -> List[VideoResult]:
     """Run ``predict_video.py`` with parsed arguments; returns one result per video."""
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir)
-    predictor = build_predictor(args)
+    dist = join_inference_ranks(args.device)
+    predictor = build_predictor(args, dist.device)
     jobs = []
     if args.dataset_dir:
         root = Path(args.dataset_dir)
@@ -85,13 +87,13 @@ def run_predict_video(args) -> List[VideoResult]:
         if args.prompt_type == "mask" and not args.mask_path and not args.prompts and not source.live:
             ann = vos_annotation_dir(Path(args.video_path))
         jobs.append((source, None if ann else build_prompts(args), ann))
-    results = []
-    for source, prompts, ann_dir in jobs:
-        if prompts is None:
-            prompts = vos_prompts(source, ann_dir, args.track_later_objects)
-        log.info("segmenting %s (%s frames, %d objects)", source.name, "live" if source.live else len(source), len({p.obj_id for p in prompts}))
-        results.append(
-            segment_video(
+    def run_job(job) -> VideoResult:
+        source, prompts, ann_dir = job
+        try:
+            if prompts is None:
+                prompts = vos_prompts(source, ann_dir, args.track_later_objects)
+            log.info("segmenting %s (%s frames, %d objects)", source.name, "live" if source.live else len(source), len({p.obj_id for p in prompts}))
+            return segment_video(
                 predictor,
                 source,
                 prompts,
@@ -101,9 +103,10 @@ def run_predict_video(args) -> List[VideoResult]:
                 overlay=args.overlay,
                 evict=not args.no_evict,
             )
-        )
-        if hasattr(source, "close"):
-            source.close()
+        finally:
+            if hasattr(source, "close"):
+                source.close()
+
     run_info = {
         "checkpoint": args.checkpoint,
         "model_cfg": args.model_cfg,
@@ -111,6 +114,8 @@ def run_predict_video(args) -> List[VideoResult]:
         "device": str(predictor.device),
         "live": bool(args.live or (args.video_path and is_live_spec(str(args.video_path)))),
     }
-    path = write_summary(output_dir, results, run_info)
-    log.info("wrote %d video(s) to %s (summary: %s)", len(results), output_dir, path)
-    return results
+    # under torchrun each rank runs its share of the videos; rank 0 writes the summary
+    sizes = [0 if job[0].live else len(job[0]) for job in jobs]
+    outcome = run_shard(jobs, run_job, lambda job: job[0].name, sizes, dist, keep_going=len(jobs) > 1 or dist.enabled)
+    merge_and_summarise(outcome, dist, write_summary, output_dir, run_info)
+    return [outcome.results[i] for i in sorted(outcome.results)]

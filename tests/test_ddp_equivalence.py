@@ -24,6 +24,7 @@ from models import read_checkpoint
 from training.config import compose_train_config
 from training.prompts import ObjectRows, PromptConfig, plan_prompts
 from training.trainer import train
+from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 REL_TOL, ABS_TOL, DISTANCE_TOL = 1e-5, 1e-5, 1e-4
@@ -31,7 +32,7 @@ REL_TOL, ABS_TOL, DISTANCE_TOL = 1e-5, 1e-5, 1e-4
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WORKER = """
-import json, os, sys
+import json, os, shutil, sys
 sys.path.insert(0, {repo!r})
 import torch
 from training.config import compose_train_config
@@ -42,6 +43,10 @@ training.trainer.cleanup_distributed = lambda: None
 for name, overrides in json.loads({runs!r}):
     summary = train(compose_train_config(overrides=overrides))
     torch.save(summary.model.state_dict(), os.path.join({out!r}, "%s_rank%s.pt" % (name, os.environ["RANK"])))
+    with open(os.path.join({out!r}, "%s_rank%s.json" % (name, os.environ["RANK"])), "w") as f:
+        json.dump(summary.history, f)
+    if os.environ["RANK"] == "0":
+        shutil.copy(summary.run_dir / "checkpoints" / "last.pt", os.path.join({out!r}, name + "_last.pt"))
 """
 
 NO_DROPOUT = ("model.overrides=['++model.memory_attention.layer.dropout=0.0',"
@@ -116,10 +121,29 @@ def test_two_ranks_learn_like_one_process_and_resume(synthetic_root, tmp_path):
     assert gap["max_abs"] <= ABS_TOL, gap
     assert gap["of_distance_trained"] <= DISTANCE_TOL, gap
 
+    # every rank logs the whole batch's loss, the one the single process logs
+    history = json.loads((tmp_path / "straight_rank1.json").read_text())
+    for mine, ref in zip(history, single.history, strict=True):
+        for key in ("loss_total", "loss_mask", "loss_dice", "loss_iou", "loss_class"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (mine["step"], key)
+
     resumed = load("resumed", 0)  # stop at 2, resume to 3 == straight, bit for bit
     assert all(torch.equal(ddp[k], resumed[k]) for k in ddp)
-    saved = read_checkpoint(tmp_path / "ddp_resumed" / "checkpoints" / "last.pt")
+    saved = read_checkpoint(tmp_path / "resumed_last.pt")
     assert saved["train_state"]["step"] == 3 and all(torch.equal(ddp[k], saved["model"][k]) for k in ddp)
+
+    # the DDP checkpoint of step 2 resumed by 1 process with batch 2 (the same global batch)
+    across = train(compose_train_config(overrides=overrides(
+        synthetic_root, tmp_path / "single_from_ddp", 2, "trainer.max_steps=3", f"resume={tmp_path / 'stopped_last.pt'}")))
+    assert across.state.step == 3 and [h["step"] for h in across.history] == [3]
+    gap = parameter_gaps(reference, across.model.state_dict(), init)
+    assert gap["relative"] <= REL_TOL and gap["max_abs"] <= ABS_TOL and gap["of_distance_trained"] <= DISTANCE_TOL, gap
+
+
+def test_resume_mid_epoch_with_another_global_batch_is_refused(synthetic_root, tmp_path):
+    train(compose_train_config(overrides=overrides(synthetic_root, tmp_path, 1, "trainer.max_steps=1")))
+    with pytest.raises(UserError, match="mid-epoch with 2 clips per step .* written with 1"):
+        train(compose_train_config(overrides=overrides(synthetic_root, tmp_path, 2, "resume=auto")))
 
 
 @pytest.mark.parametrize("kind", ["mask", "box", "point"])

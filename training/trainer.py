@@ -34,7 +34,7 @@ from models import CheckpointError, load_model_weights
 from training.batch import TrainBatch
 from training.model import gt_memory_probability
 from training.builders import amp_dtype, build_dataset, build_loss, build_optimizer, build_train_model
-from training.distributed import (DistInfo, all_gather_int, all_reduce_sum, barrier, broadcast_object,
+from training.distributed import (DistInfo, all_gather_int, all_reduce_mean, all_reduce_sum, barrier, broadcast_object,
                                   cleanup_distributed, init_distributed)
 from training.optim import clip_gradients, freeze_image_encoder
 from training.prompts import ObjectRows
@@ -91,6 +91,7 @@ class Trainer:
         self.loss_fn = build_loss(cfg)
         self.state = TrainState()
         self._maybe_resume()
+        self.state.global_batch = self.sampler.global_batch_size
         self.ddp_model = self.model
         if dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -125,6 +126,10 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState.from_dict(ckpt["train_state"])
         restore_rng_state(ckpt["rng"])
+        saved, now = self.state.global_batch, self.sampler.global_batch_size
+        if self.state.batch_in_epoch and saved and saved != now:  # the position would point elsewhere
+            raise UserError(f"cannot resume {path} mid-epoch with {now} clips per step (batch_size x processes): "
+                            f"it was written with {saved}; keep batch_size x processes = {saved}")
         log.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", path, self.state.epoch,
                  self.state.step, self.state.batch_in_epoch)
 
@@ -222,7 +227,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        metrics = {k: float(v.detach()) for k, v in losses.items()}
+        # the mean over ranks of each rank's share is the whole batch's loss (as one process logs it)
+        reduced = all_reduce_mean(torch.stack([v.detach().float() for v in losses.values()]))
+        metrics = {k: float(v) for k, v in zip(losses, reduced)}
         metrics["grad_norm"] = float(grad_norm)
         if gt_memory_prob > 0:
             metrics["gt_memory_prob"] = gt_memory_prob
