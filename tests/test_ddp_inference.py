@@ -48,7 +48,8 @@ def test_shard_jobs_balances_frames_and_covers_every_job_once():
     assert [shard_jobs([4], 3, r) for r in range(3)] == [[0], [], []]
 
 
-def test_two_processes_write_what_one_writes(vos_split, mini_checkpoint, tmp_path, capsys, one_torch_thread):
+def test_two_processes_write_what_one_writes(vos_split, mini_checkpoint, tmp_path, capsys, one_torch_thread,
+                                            restore_logging):
     """One thread in every process: CPU kernels may sum in another order with more threads."""
     args = ["--dataset_dir", str(vos_split), "--checkpoint", str(mini_checkpoint), "--model_cfg", "mini", "--quiet",
             "--device", "cpu"]
