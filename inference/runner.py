@@ -11,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 
 from data.mask_io import read_label_png
+from inference.distributed import join_inference_ranks, merge_and_summarise, run_shard
 from inference.predict import VideoResult, check_output_dir, segment_video, write_summary
 from inference.prompts import Prompt, PromptSpec, build_prompts
 from inference.video_sources import ImageFolderSource, is_live_spec, open_video_source
@@ -57,11 +58,11 @@ class PredictOptions:
         return cls(prompt=prompt, **{k: v for k, v in given.items() if k in names})
 
 
-def build_predictor(options: PredictOptions):
+def build_predictor(options: PredictOptions, device=None):
     return build_model(
         config=options.model_cfg,
         checkpoint=options.checkpoint,
-        device=resolve_device(options.device),
+        device=device if device is not None else resolve_device(options.device),
         memory=options.memory,
         memory_overrides={"memory_bank_size": options.memory_bank_size, "pruning_threshold": options.pruning_threshold},
         predictor=True,
@@ -97,10 +98,11 @@ def vos_prompts(source: ImageFolderSource, ann_dir: Path, later_objects: bool = 
 
 
 def run_predict_video(options: PredictOptions) -> List[VideoResult]:
-    """Run ``predict_video.py``; returns one result per video."""
+    """Run ``predict_video.py``; returns one result per video (this rank's, under torchrun)."""
     output_dir = Path(options.output_dir)
     check_output_dir(output_dir)
-    predictor = build_predictor(options)
+    dist = join_inference_ranks(options.device)
+    predictor = build_predictor(options, dist.device)
     jobs = []
     if options.dataset_dir:
         root = Path(options.dataset_dir)
@@ -115,13 +117,14 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
         if options.prompt.wants_vos_annotations and not source.live:
             ann = vos_annotation_dir(Path(options.video_path))
         jobs.append((source, None if ann else build_prompts(options.prompt), ann))
-    results = []
-    for source, prompts, ann_dir in jobs:
-        if prompts is None:
-            prompts = vos_prompts(source, ann_dir, options.track_later_objects)
-        log.info("segmenting %s (%s frames, %d objects)", source.name, "live" if source.live else len(source), len({p.obj_id for p in prompts}))
-        results.append(
-            segment_video(
+
+    def run_job(job) -> VideoResult:
+        source, prompts, ann_dir = job
+        try:
+            if prompts is None:
+                prompts = vos_prompts(source, ann_dir, options.track_later_objects)
+            log.info("segmenting %s (%s frames, %d objects)", source.name, "live" if source.live else len(source), len({p.obj_id for p in prompts}))
+            return segment_video(
                 predictor,
                 source,
                 prompts,
@@ -131,9 +134,10 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
                 overlay=options.overlay,
                 evict=not options.no_evict,
             )
-        )
-        if hasattr(source, "close"):
-            source.close()
+        finally:
+            if hasattr(source, "close"):
+                source.close()
+
     run_info = {
         "checkpoint": options.checkpoint,
         "model_cfg": options.model_cfg,
@@ -142,6 +146,8 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
         "device": str(predictor.device),
         "live": bool(options.live or (options.video_path and is_live_spec(str(options.video_path)))),
     }
-    path = write_summary(output_dir, results, run_info)
-    log.info("wrote %d video(s) to %s (summary: %s)", len(results), output_dir, path)
-    return results
+    # under torchrun each rank runs its share of the videos; rank 0 writes the summary
+    sizes = [0 if job[0].live else len(job[0]) for job in jobs]
+    outcome = run_shard(jobs, run_job, lambda job: job[0].name, sizes, dist, keep_going=len(jobs) > 1 or dist.enabled)
+    merge_and_summarise(outcome, dist, write_summary, output_dir, run_info)
+    return [outcome.results[i] for i in sorted(outcome.results)]

@@ -38,7 +38,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from data.collate import ClipBatch
 from models.memory_pruning import SimilarityHistory, similarity_history
 from training.batch import ClipOutputs, FrameOutputs
-from training.prompts import PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
+from training.prompts import ObjectRows, PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
 SAM2_BASE_TARGET = "sam2.modeling.sam2_base.SAM2Base"
 TRAIN_MODEL_TARGET = "training.model.TSMSTrainModel"
@@ -49,7 +49,7 @@ class TSMSTrainModel(SAM2Base):
     the model config stays a SAM2 config; prompt settings come with each call."""
 
     def forward(self, batch: ClipBatch, generator: torch.Generator, prompts: PromptConfig = PromptConfig(),
-                gt_memory_prob: float = 0.0) -> ClipOutputs:
+                gt_memory_prob: float = 0.0, rows: ObjectRows | None = None) -> ClipOutputs:
         """Track a batch of clips with simulated prompts.
 
         Args:
@@ -58,18 +58,21 @@ class TSMSTrainModel(SAM2Base):
             prompts: prompt simulation settings (``model.prompts`` of the training config).
             gt_memory_prob: probability that a frame encodes its ground truth into memory
                 (teacher forcing; see :func:`gt_memory_probability`).
+            rows: under DDP, this rank's rows of the global batch of objects (same seed on
+                every rank), so the prompts equal those of one process with the whole batch.
         """
         if batch.images.shape[-1] != self.image_size or batch.images.shape[-2] != self.image_size:
             raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(batch.images.shape[-2:])}")
         with similarity_history(SimilarityHistory()):  # each clip is its own video
-            return self._forward_clips(batch, generator, prompts, gt_memory_prob)
+            return self._forward_clips(batch, generator, prompts, gt_memory_prob, rows)
 
-    def _forward_clips(self, batch: ClipBatch, generator, prompts: PromptConfig, gt_memory_prob: float) -> ClipOutputs:
+    def _forward_clips(self, batch: ClipBatch, generator, prompts: PromptConfig, gt_memory_prob: float,
+                       rows: ObjectRows | None) -> ClipOutputs:
         num_frames, num_clips = batch.num_frames, batch.batch_size
         backbone_out = self.forward_image(batch.images.flatten(0, 1))  # frame-major: t * V + v
         _, vision_feats, vision_pos, feat_sizes = self._prepare_backbone_features(backbone_out)
         gt = batch.masks.bool()
-        plan = plan_prompts(gt, prompts, generator)
+        plan = plan_prompts(gt, prompts, generator, rows)
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         frames = [FrameOutputs() for _ in range(num_frames)]
         cond_frames = list(plan.init_cond_frames)
@@ -90,6 +93,7 @@ class TSMSTrainModel(SAM2Base):
                 generator=generator,
                 prompts=prompts,
                 gt_memory=gt_memory,
+                rows=rows,
             )
             as_cond = t in plan.init_cond_frames or (
                 prompts.add_corrected_frames_as_cond and t in plan.frames_to_correct
@@ -114,6 +118,7 @@ class TSMSTrainModel(SAM2Base):
         generator: torch.Generator,
         prompts: PromptConfig,
         gt_memory: bool = False,
+        rows: ObjectRows | None = None,
     ) -> dict:
         """One frame: SAM2's track step, optional correction clicks, memory encoding."""
         point_inputs = plan.point_inputs.get(frame_idx)
@@ -138,7 +143,7 @@ class TSMSTrainModel(SAM2Base):
         if frame_idx in plan.frames_to_correct:
             for _ in range(prompts.num_correction_clicks):
                 from_gt = prompts.prob_sample_from_gt > 0 and draw_uniform(generator) < prompts.prob_sample_from_gt
-                points, labels = sample_click(gt, None if from_gt else high_res > 0, generator)
+                points, labels = sample_click(gt, None if from_gt else high_res > 0, generator, rows)
                 point_inputs = add_click(point_inputs, points, labels)
                 low_multi, high_multi, ious, low_res, high_res, obj_ptr, obj_score = self._forward_sam_heads(
                     backbone_features=pix_feat,

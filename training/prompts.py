@@ -11,7 +11,10 @@ SAM2 is trained interactively. For every clip we decide, with a seeded generator
   ground truth itself.
 
 All randomness comes from an explicit ``torch.Generator``, so a training step is a pure
-function of its seed (exact resume needs that).
+function of its seed (exact resume needs that). Under DDP every rank uses the same seed and
+passes :class:`ObjectRows`: per-object noise is drawn for the global batch of objects and
+each rank keeps its own rows, so K ranks draw exactly the prompts one process with the
+whole batch would (the plan itself is shared by the batch, as in SAM2).
 
 Points follow SAM2's convention: ``point_coords`` ``[N, P, 2]`` float ``(x, y)`` in pixels
 of the model input, ``point_labels`` ``[N, P]`` int32 (1 positive, 0 negative, 2/3 box
@@ -94,6 +97,23 @@ class PromptPlan:
         return list(self.init_cond_frames) + rest
 
 
+@dataclass(frozen=True)
+class ObjectRows:
+    """Where this process's N object rows sit in the global batch over all DDP ranks."""
+
+    offset: int = 0
+    total: int = 0
+
+
+def rand_rows(shape, generator: torch.Generator, rows: Optional[ObjectRows] = None) -> torch.Tensor:
+    """Uniform noise ``[N, ...]``: without ``rows`` a plain draw, with them this process's
+    rows of the draw for all ``rows.total`` objects (the same stream on every rank)."""
+    if rows is None:
+        return torch.rand(shape, generator=generator, device=generator.device)
+    full = torch.rand((rows.total, *shape[1:]), generator=generator, device=generator.device)
+    return full[rows.offset : rows.offset + shape[0]]
+
+
 def draw_uniform(generator: torch.Generator) -> float:
     """One uniform draw in [0, 1) from ``generator``."""
     return float(torch.rand((), generator=generator, device=generator.device).item())
@@ -110,7 +130,8 @@ def _choose(candidates: List[int], k: int, generator: torch.Generator) -> List[i
     return [candidates[i] for i in perm[:k]]
 
 
-def sample_click(gt: torch.Tensor, pred: Optional[torch.Tensor], generator: torch.Generator):
+def sample_click(gt: torch.Tensor, pred: Optional[torch.Tensor], generator: torch.Generator,
+                 rows: Optional[ObjectRows] = None):
     """One click per object, uniform over the error region of ``pred`` against ``gt``.
 
     Args:
@@ -134,7 +155,7 @@ def sample_click(gt: torch.Tensor, pred: Optional[torch.Tensor], generator: torc
     # Channel 0: negative candidates, channel 1: positive ones; the argmax of uniform
     # noise restricted to the candidates is a uniform draw among them.
     regions = torch.cat([negative_region, false_neg], dim=1).float()  # [N, 2, H, W]
-    noise = torch.rand(regions.shape, generator=generator, device=generator.device).to(gt.device)
+    noise = rand_rows(regions.shape, generator, rows).to(gt.device)
     flat = (noise * regions).flatten(1)
     idx = flat.argmax(dim=1)
     labels = (idx // (h * w)).to(torch.int32)
@@ -143,7 +164,8 @@ def sample_click(gt: torch.Tensor, pred: Optional[torch.Tensor], generator: torc
     return points[:, None, :], labels[:, None]
 
 
-def sample_box(gt: torch.Tensor, generator: torch.Generator, noise: float = 0.1, noise_bound: float = 20.0):
+def sample_box(gt: torch.Tensor, generator: torch.Generator, noise: float = 0.1, noise_bound: float = 20.0,
+               rows: Optional[ObjectRows] = None):
     """A noisy bounding box per object, as two corner points (labels 2 and 3).
 
     Args:
@@ -153,22 +175,22 @@ def sample_box(gt: torch.Tensor, generator: torch.Generator, noise: float = 0.1,
         ``(points [N, 2, 2] float, labels [N, 2] int32)``.
     """
     n, _, h, w = gt.shape
-    rows = gt[:, 0].any(dim=2)  # [N, H]
-    cols = gt[:, 0].any(dim=1)  # [N, W]
+    in_row = gt[:, 0].any(dim=2)  # [N, H]
+    in_col = gt[:, 0].any(dim=1)  # [N, W]
     ar_h = torch.arange(h, device=gt.device)
     ar_w = torch.arange(w, device=gt.device)
-    present = rows.any(dim=1)
-    y0 = torch.where(rows, ar_h, h).amin(dim=1)
-    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
-    x0 = torch.where(cols, ar_w, w).amin(dim=1)
-    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
+    present = in_row.any(dim=1)
+    y0 = torch.where(in_row, ar_h, h).amin(dim=1)
+    y1 = torch.where(in_row, ar_h, -1).amax(dim=1)
+    x0 = torch.where(in_col, ar_w, w).amin(dim=1)
+    x1 = torch.where(in_col, ar_w, -1).amax(dim=1)
     box = torch.stack([x0, y0, x1, y1], dim=1).float()
     box = torch.where(present[:, None], box, torch.zeros_like(box))
     if noise > 0:
         bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
         max_dx = torch.clamp(bw * noise, max=noise_bound)
         max_dy = torch.clamp(bh * noise, max=noise_bound)
-        jitter = torch.rand((n, 4), generator=generator, device=generator.device).to(gt.device) * 2 - 1
+        jitter = rand_rows((n, 4), generator, rows).to(gt.device) * 2 - 1
         box = box + jitter * torch.stack([max_dx, max_dy, max_dx, max_dy], dim=1)
         upper = torch.tensor([w - 1, h - 1, w - 1, h - 1], device=gt.device, dtype=box.dtype)
         box = torch.minimum(torch.clamp(box, min=0), upper)
@@ -186,11 +208,13 @@ def add_click(point_inputs: Optional[dict], points: torch.Tensor, labels: torch.
     }
 
 
-def plan_prompts(gt_masks: torch.Tensor, config: PromptConfig, generator: torch.Generator) -> PromptPlan:
+def plan_prompts(gt_masks: torch.Tensor, config: PromptConfig, generator: torch.Generator,
+                 rows: Optional[ObjectRows] = None) -> PromptPlan:
     """Draw the prompts of one clip.
 
     Args:
         gt_masks: bool ``[T, N, H, W]`` ground truth of the N objects on T frames.
+        rows: under DDP, where these N objects sit in the global batch (see :func:`rand_rows`).
     """
     num_frames = gt_masks.shape[0]
     use_clicks = draw_uniform(generator) < config.prob_point_input
@@ -209,9 +233,9 @@ def plan_prompts(gt_masks: torch.Tensor, config: PromptConfig, generator: torch.
         for t in init_cond:
             gt = gt_masks[t].unsqueeze(1)
             if use_box:
-                points, labels = sample_box(gt, generator, config.box_noise, config.box_noise_bound)
+                points, labels = sample_box(gt, generator, config.box_noise, config.box_noise_bound, rows)
             else:
-                points, labels = sample_click(gt, None, generator)
+                points, labels = sample_click(gt, None, generator, rows)
             plan_points[t] = {"point_coords": points, "point_labels": labels}
         num_correct = max(config.max_frames_to_correct, num_cond)
         if config.rand_frames_to_correct and num_correct > num_cond:

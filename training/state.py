@@ -35,6 +35,8 @@ class TrainState:
         batch_in_epoch: batches of ``epoch`` already consumed (the sampler's position).
         best_dice: best validation Dice so far (-1 before the first validation).
         best_epoch: the epoch it was reached at (-1 before).
+        global_batch: clips per step over all ranks (``batch_size x world_size``), which
+            ``batch_in_epoch`` counts in (0: unknown, older checkpoints).
     """
 
     epoch: int = 0
@@ -42,6 +44,7 @@ class TrainState:
     batch_in_epoch: int = 0
     best_dice: float = -1.0
     best_epoch: int = -1
+    global_batch: int = 0
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -1,10 +1,17 @@
 """The training loop: AMP, clipping, logging, validation, checkpoints and exact resume.
 
 ``train(cfg)`` is the importable entry point (the CLI and the tests call it). A run is
-reproducible step by step: every step re-seeds torch's RNG and the prompt generator from
-``(seed, step, rank)``, each data item is a pure function of ``(seed, epoch, index)``, and
-the sampler can start mid-epoch. So stopping and resuming from ``last.pt`` gives the same
-parameters, bit for bit, as an uninterrupted run.
+reproducible step by step: every step re-seeds torch's RNG from ``(seed, step, rank)`` and
+the prompt generator from ``(seed, step)``, each data item is a pure function of
+``(seed, epoch, index)``, and the sampler can start mid-epoch. So stopping and resuming
+from ``last.pt`` gives the same parameters, bit for bit, as an uninterrupted run.
+
+Under DDP, K ranks with batch b learn what one process with batch K*b learns (up to float
+reassociation and dropout noise; tests/test_ddp_equivalence.py): the sampler hands rank r
+the r-th slice of each global batch, prompts are drawn for the global batch of objects
+(each rank keeps its rows), and the loss is divided by the mean object count per rank, so
+DDP's gradient average is the whole batch's loss over its object count. lr is not scaled
+with the number of ranks: K x b is simply batch K*b.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from data.collate import collate_clips
 from models import CheckpointError, load_model_weights
 from training.model import gt_memory_probability
 from training.builders import amp_dtype, build_dataset, build_loss, build_optimizer, build_prompt_config, build_train_model
-from training.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, barrier, broadcast_object,
+from training.distributed import (DistInfo, all_gather_int, all_reduce_mean, all_reduce_sum, barrier, broadcast_object,
                                   cleanup_distributed, init_distributed)
 from training.optim import clip_gradients, freeze_image_encoder
+from training.prompts import ObjectRows
 from training.run_dir import RunDir, prepare_run_dir
 from training.sampling import ResumableDistributedSampler
 from training.state import (TrainState, find_resume_checkpoint, read_training_checkpoint, restore_rng_state,
@@ -83,6 +91,7 @@ class Trainer:
         self.loss_fn = build_loss(cfg)
         self.state = TrainState()
         self._maybe_resume()
+        self.state.global_batch = self.sampler.global_batch_size
         self.ddp_model = self.model
         if dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -117,6 +126,10 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState.from_dict(ckpt["train_state"])
         restore_rng_state(ckpt["rng"])
+        saved, now = self.state.global_batch, self.sampler.global_batch_size
+        if self.state.batch_in_epoch and saved and saved != now:  # the position would point elsewhere
+            raise UserError(f"cannot resume {path} mid-epoch with {now} clips per step (batch_size x processes): "
+                            f"it was written with {saved}; keep batch_size x processes = {saved}")
         log.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", path, self.state.epoch,
                  self.state.step, self.state.batch_in_epoch)
 
@@ -182,21 +195,26 @@ class Trainer:
     def _step(self, clip_batch) -> Dict[str, float]:
         cfg, state = self.cfg, self.state
         batch = clip_batch.to(self.device, non_blocking=True)
-        if float(all_reduce_sum(torch.tensor(float(batch.num_objects == 0), device=self.device))) > 0:
+        counts = all_gather_int(batch.num_objects, self.device)  # objects per rank
+        if min(counts) == 0:
             log.warning("step %d: a batch without objects; the step is skipped on every rank", state.step)
             self.scheduler.step()
             return {}
-        seed = step_seed(int(cfg.seed), state.step, self.dist.rank)
-        torch.manual_seed(seed)  # dropout and drop-path
+        # Prompts: one stream for all ranks, each rank keeping its rows of the global batch,
+        # so K ranks x batch b draw what 1 process x batch K*b draws. Dropout stays per rank.
+        torch.manual_seed(step_seed(int(cfg.seed), state.step, self.dist.rank))
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)  # prompt simulation
+        generator.manual_seed(step_seed(int(cfg.seed), state.step))
+        rank = self.dist.rank
+        rows = ObjectRows(sum(counts[:rank]), sum(counts)) if self.dist.enabled else None
         gt_memory = cfg.model.get("gt_memory")
         gt_memory_prob = 0.0 if gt_memory is None else gt_memory_probability(
             float(gt_memory.prob), float(gt_memory.until), state.step / max(self.total_steps, 1))
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            outputs = self.ddp_model(batch, generator, self.prompts, gt_memory_prob)
-        num_objects = all_reduce_mean(torch.tensor(float(batch.num_objects), device=self.device)).clamp(min=1.0)
-        losses = self.loss_fn(outputs, batch.masks, float(num_objects))
+            outputs = self.ddp_model(batch, generator, self.prompts, gt_memory_prob, rows)
+        # DDP averages gradients over ranks, so dividing by the mean object count per rank
+        # makes the update that of the whole batch divided by its object count (as SAM2).
+        losses = self.loss_fn(outputs, batch.masks, sum(counts) / len(counts))
         loss = losses["loss_total"]
         self._check_finite(loss, "loss")
         self.optimizer.zero_grad(set_to_none=True)
@@ -208,7 +226,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        metrics = {k: float(v.detach()) for k, v in losses.items()}
+        # the mean over ranks of each rank's share is the whole batch's loss (as one process logs it)
+        reduced = all_reduce_mean(torch.stack([v.detach().float() for v in losses.values()]))
+        metrics = {k: float(v) for k, v in zip(losses, reduced)}
         metrics["grad_norm"] = float(grad_norm)
         if gt_memory_prob > 0:
             metrics["gt_memory_prob"] = gt_memory_prob
