@@ -85,19 +85,15 @@ def test_rgb_annotation_fails_at_dataset_indexing_naming_the_file(tmp_path):
         scan_vos_root(tmp_path)  # before: only a ValueError traceback inside a DataLoader worker
 
 
-def test_per_object_folder_0_is_refused(tmp_path):
-    for obj in ("0", "1"):
+@pytest.mark.parametrize("folders, message", [
+    (("0", "1"), "per-object folder 0 is the background"),
+    (("7", "007"), "two per-object folders name object 7"),
+])
+def test_per_object_folder_0_and_duplicate_ids_are_refused(tmp_path, folders, message):
+    for obj in folders:
         (tmp_path / "vid" / obj).mkdir(parents=True)
         Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "vid" / obj / "00000.png")
-    with pytest.raises(UserError, match="per-object folder 0 is the background"):
-        scan_video(tmp_path / "vid")
-
-
-def test_per_object_folders_7_and_007_are_refused(tmp_path):
-    for obj in ("7", "007"):
-        (tmp_path / "vid" / obj).mkdir(parents=True)
-        Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "vid" / obj / "00000.png")
-    with pytest.raises(UserError, match="two per-object folders name object 7"):
+    with pytest.raises(UserError, match=message):  # before: 0 was scored as an object, 7/007 merged silently
         scan_video(tmp_path / "vid")
 
 
