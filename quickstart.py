@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     out = Path(args.out).resolve()
     data_dir, run_dir, pred_dir, eval_dir = out / "data", out / "run", out / "predictions", out / "eval"
+    if (run_dir / "checkpoints").is_dir():  # fail now, not after generating the data
+        raise UserError(f"{out} already holds a quickstart run ({run_dir}); choose another --out or remove it")
     overrides = training_overrides(args, data_dir)
     wall = {}
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data.mask_io import frame_file_name, frame_number, write_label_png, write_rgb
 from utils.cli import UserError
-from utils.io import atomic_dir, atomic_write
+from utils.io import atomic_dir, atomic_write, inside, plain_name
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def parse_split(text: str) -> Tuple[str, List[int]]:
             ids.append(int(part))
     if not ids:
         raise UserError(f"--split {text!r} lists no ids")
-    return match.group(1), sorted(set(ids))
+    return plain_name(match.group(1), f"split name in --split {text!r}"), sorted(set(ids))
 
 
 def find_sequence_dir(raw_root: Path, folder_name: str) -> Path:
@@ -130,6 +130,7 @@ def write_video(
         "version": PREPARE_VERSION, "options": options, "source": video.source,
         "frames": video.frame_numbers, "image_format": image_format,
     }
+    plain_name(video.name, "video name")
     marker = _marker_path(split_dir, video.name)
     folders = [split_dir / kind / video.name for kind in ("JPEGImages", "Annotations", "Prompts")]
     if not overwrite and marker.is_file() and all(f.is_dir() for f in folders):
@@ -139,7 +140,10 @@ def write_video(
                 log.info("%s/%s already prepared; skipping", split_dir.name, video.name)
                 bar.update(len(video.frame_numbers))
                 return record["info"]
-    marker.unlink(missing_ok=True)
+    for folder in folders:  # replace only what a prepare run wrote (its record stays until the new one)
+        if folder.exists() and not marker.is_file():
+            raise UserError(f"{folder} exists and was not written by this tool (no {marker}); "
+                            f"move it away or choose another --out_dir")
     objects: Dict[int, Dict] = {}
     with atomic_dir(folders[0]) as images, atomic_dir(folders[1]) as masks, atomic_dir(folders[2]) as prompts:
         for position, number in enumerate(video.frame_numbers):
@@ -174,7 +178,7 @@ def prepare_split(
     """Write all ``videos`` of one split and its ``meta.json``; returns the meta dict."""
     if image_format not in IMAGE_FORMATS:
         raise UserError(f"--image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
-    split_dir = out_dir / split
+    split_dir = inside(out_dir, out_dir / plain_name(split, "split name"))
     total = sum(len(v.frame_numbers) for v in videos)
     meta = {
         "dataset": dataset, "split": split, "options": options, "image_format": image_format,

@@ -11,6 +11,7 @@ synthetic generator, inference and evaluation all read and write the same bytes.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,11 @@ from typing import Iterable, List, Sequence, Union
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from utils.cli import UserError
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -41,18 +46,17 @@ def davis_palette() -> np.ndarray:
     return palette
 
 
-def _numeric_key(name: str):
-    """Sort key: the stem as an int when it is one, else natural order of its digit runs."""
-    stem = Path(name).stem
-    if stem.isdigit():
-        return (0, int(stem), stem)
-    parts = re.split(r"(\d+)", stem)
-    return (1, 0, [int(p) if p.isdigit() else p for p in parts])
+def natural_key(name: str):
+    """Sort key that orders embedded numbers numerically: ``2.jpg`` < ``10.jpg``, ``frame9`` < ``frame10``.
+
+    The one sort used for frames, videos and classes everywhere (training, inference, evaluation).
+    """
+    return [(0, int(tok), tok) if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", str(name)) if tok]
 
 
 def sort_frame_names(names: Iterable[str]) -> List[str]:
     """Sort file names by frame number (``2.jpg`` before ``10.jpg``; ``frame9`` before ``frame10``)."""
-    return sorted(names, key=_numeric_key)
+    return sorted(names, key=natural_key)
 
 
 def frame_number(name: str) -> int:
@@ -64,31 +68,73 @@ def frame_number(name: str) -> int:
 
 
 def list_frames(directory: PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
-    """Image files of ``directory`` (non-recursive), sorted numerically."""
+    """Image files of ``directory`` (non-recursive, hidden files skipped), in :func:`natural_key` order.
+
+    Two files with one stem (``00000.jpg`` and ``00000.png``) would give one output name for
+    two frames: a :class:`UserError`. Stems that are not all numbers get a warning stating the order.
+    """
     directory = Path(directory)
-    names = [
+    names = sort_frame_names(
         entry.name
         for entry in os.scandir(directory)
         if entry.is_file() and not entry.name.startswith(".")
         and entry.name.lower().endswith(tuple(extensions))
-    ]
-    return [directory / name for name in sort_frame_names(names)]
+    )
+    by_stem = {}
+    for name in names:
+        stem = Path(name).stem
+        if stem in by_stem:
+            raise UserError(f"{directory}: {by_stem[stem]} and {name} are two frames with one name {stem!r}; "
+                            f"keep one of them")
+        by_stem[stem] = name
+    if names and not all(Path(n).stem.isdigit() for n in names):
+        shown = ", ".join(names[:3]) + (f", ..., {names[-1]}" if len(names) > 3 else "")
+        log.warning("%s: frame names are not all numbers; using natural order (numbers inside names "
+                    "compared as numbers): %s", directory, shown)
+    return [directory / name for name in names]
+
+
+LABEL_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I")
+
+
+def check_label_png(path: PathLike) -> None:
+    """Check, from the header only, that ``path`` is a single-channel integer PNG of object ids."""
+    _open_label(path, decode=False)
 
 
 def read_label_png(path: PathLike) -> np.ndarray:
-    """Read an object-id mask: palette (``P``) or grayscale (``L``) PNG -> ``[H, W]`` uint8.
+    """Read an object-id mask as ``[H, W]`` uint8 (0 = background): the one reader of label PNGs.
 
-    RGB annotations are rejected: their colours are not object ids.
+    Accepted: palette (``P``), grayscale (``L``), 1-bit (``1``) and 16/32-bit grayscale
+    (``I;16``, ``I``) PNGs whose values lie in 0..255 (our palette outputs hold 1..255).
+    A value above 255 is refused, never wrapped; RGB, RGBA and other modes are refused.
+    Every refusal is a :class:`UserError` naming the file.
     """
-    with Image.open(path) as image:
-        if image.mode in ("P", "L"):
-            return np.array(image, dtype=np.uint8)
-        if image.mode in ("I", "I;16"):
-            return np.array(image).astype(np.uint8)
-        raise ValueError(
-            f"{path}: annotation PNG has mode {image.mode}; expected a palette (P) or "
-            f"grayscale (L) PNG whose pixel values are object ids"
-        )
+    return _open_label(path, decode=True)
+
+
+def _open_label(path: PathLike, decode: bool):
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode not in LABEL_MODES:
+                raise UserError(
+                    f"{path}: mask has mode {mode}; expected a single-channel palette (P), grayscale (L) or "
+                    f"16-bit PNG whose pixel values are object ids (RGB/RGBA colour masks are not supported)"
+                )
+            if not decode:
+                return None
+            array = np.array(image)
+    except FileNotFoundError:
+        raise UserError(f"mask file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read mask {path}: {exc}") from exc
+    if array.dtype != np.uint8 and array.dtype != bool:
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low < 0 or high > 255:
+            raise UserError(f"{path}: mask holds object id {high if high > 255 else low}; ids must lie in 0..255 "
+                            f"(values are never wrapped, which would merge objects)")
+    return array.astype(np.uint8)
 
 
 def write_label_png(path: PathLike, label: np.ndarray) -> None:

@@ -11,9 +11,10 @@ import sys, pathlib  # noqa: E401  (bootstrap: repo root first, before any proje
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 
 from data.synthetic_scenarios import SCENARIOS  # noqa: E402
-from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 
@@ -35,8 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_SIDE = 4096  # a bigger synthetic frame is a typo, not an experiment (and fills the disk)
+MAX_FPS = 1000.0
+
+
+def check_args(args) -> None:
+    if not math.isfinite(args.fps) or not 0 < args.fps <= MAX_FPS:
+        raise UserError(f"--fps must lie in (0, {MAX_FPS:g}], got {args.fps}")
+    if any(not 32 <= side <= MAX_SIDE for side in args.size):
+        raise UserError(f"--size H W must lie in 32..{MAX_SIDE}, got {args.size[0]} {args.size[1]}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_args(args)
     setup_logging(args.log_level)
     from data.synthetic_video import write_synthetic_dataset
 

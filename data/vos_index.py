@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from data.mask_io import IMAGE_EXTENSIONS, MASK_EXTENSION, list_frames, read_label_png, read_rgb
+from data.mask_io import IMAGE_EXTENSIONS, MASK_EXTENSION, check_label_png, list_frames, read_label_png, read_rgb
 from utils.cli import UserError
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ def scan_vos_root(
             per line (e.g. ``ImageSets/fast.txt`` of the synthetic generator).
     Frames are ``.jpg``/``.jpeg``/``.png`` files sorted numerically; only frames with a
     mask of the same stem are kept. Videos with no annotated frame are skipped with a warning.
+    Every kept mask must be a single-channel id PNG (:func:`data.mask_io.read_label_png`).
     """
     root = Path(root)
     images_root, masks_root = root / image_dir, root / mask_dir
@@ -101,6 +102,8 @@ def scan_vos_root(
         if not kept:
             log.warning("skipping video %s: no frame has an annotation in %s", name, mask_folder)
             continue
+        for _, mask in kept:  # header only: an RGB annotation fails here, naming the file
+            check_label_png(mask)
         frame_ids = []
         for position, (frame, _) in enumerate(kept):
             frame_ids.append(int(frame.stem) if frame.stem.isdigit() else position)

@@ -8,7 +8,7 @@ name is the ``eval.evaluate`` CLI module). See docs/evaluation.md.
 from eval.aggregate import EvaluationResult, ObjectResult, Summary, VideoResult, aggregate
 from eval.class_map import ClassMap, load_class_map
 from eval.evaluation import EvaluationConfig, evaluate_predictions
-from eval.masks import LabelFrame, MaskSetFrame, read_id_mask, scan_video
+from eval.masks import LabelFrame, MaskSetFrame, scan_video
 from eval.metrics import (
     DAVIS_BOUND_TH,
     binary_mask_scores,
@@ -64,7 +64,6 @@ __all__ = [
     "load_class_map",
     "mean_class_iou",
     "per_class_iou",
-    "read_id_mask",
     "result_to_dict",
     "scan_video",
     "score_label_sequence",

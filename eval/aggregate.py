@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from eval.masks import natural_key
+from data.mask_io import natural_key
 from eval.metrics import challenge_iou_per_frame, isinet_iou_per_frame, per_class_iou
 from eval.scoring import VideoScores
 

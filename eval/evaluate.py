@@ -9,6 +9,7 @@ import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships a top-le
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
@@ -17,6 +18,7 @@ from eval.metrics import DAVIS_BOUND_TH  # noqa: E402
 from eval.scenarios import DEFAULT_EVENT_WINDOW, format_scenario_table  # noqa: E402
 from eval.report import format_table, write_dice_plot, write_json, write_object_csv  # noqa: E402
 from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.io import check_writable  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 
@@ -62,8 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(args.log_level)
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
-    if args.bound_th <= 0:
-        raise UserError("--bound_th must be positive")
+    if not math.isfinite(args.bound_th) or args.bound_th <= 0:
+        raise UserError(f"--bound_th must be a positive number, got {args.bound_th}")
+    for flag in ("out", "csv", "plot"):  # before scoring, so that no score is thrown away
+        if getattr(args, flag):
+            check_writable(getattr(args, flag), f"--{flag}")
     config = EvaluationConfig(
         pred_dir=args.pred_dir, gt_dir=args.gt_dir, skip_first=args.skip_first, skip_last=args.skip_last,
         videos=args.videos, objects=args.objects, class_map=args.class_map, allow_missing=args.allow_missing,

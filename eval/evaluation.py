@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from eval.aggregate import EvaluationResult, aggregate
 from eval.class_map import load_class_map
-from eval.masks import list_videos, natural_key
+from data.mask_io import natural_key
+from eval.masks import list_videos
 from eval.metrics import DAVIS_BOUND_TH
 from eval.scenarios import DEFAULT_EVENT_WINDOW, find_meta, load_meta, scenario_report
 from eval.scoring import ScoringOptions, VideoScores, score_video

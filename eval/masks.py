@@ -3,11 +3,12 @@
 Layouts, detected per video and independently for predictions and ground truth:
 
 * **palette** (DAVIS): ``<root>/<video>/<frame>.png``, one single-channel PNG per frame
-  whose pixel value is the object id (0 = background). Palette ("P") PNGs are the norm;
-  grayscale ("L") and 1-bit ("1") PNGs of ids are read the same way. RGB, RGBA and every
-  other multi-channel or non-integer mode are refused, naming the file.
+  whose pixel value is the object id (0 = background), read by the project's one label reader
+  :func:`data.mask_io.read_label_png` (P, L, 1-bit and 16-bit PNGs; ids above 255 and
+  RGB/RGBA are refused, naming the file).
 * **per-object**: ``<root>/<video>/<object_id>/<frame>.png``, one binary mask per object
-  (any non-zero pixel is foreground), with integer folder names. Masks may overlap. An
+  (any non-zero pixel is foreground), with integer folder names 1..255 (``0`` is the
+  background, not an object; ``7`` and ``007`` together are refused). Masks may overlap. An
   object folder that lacks a frame present in a sibling folder is empty in that frame.
 
 Frames are matched across the two sides by file stem; order is natural ("2" < "10").
@@ -16,46 +17,19 @@ Frames are matched across the two sides by file stem; order is natural ("2" < "1
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from data.mask_io import natural_key, read_label_png
 from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
 MASK_SUFFIX = ".png"
-ACCEPTED_MODES = ("P", "L", "1")
-
-
-def natural_key(name: str):
-    """Sort key that orders embedded numbers numerically: frame2 < frame10."""
-    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", name) if tok]
-
-
-def read_id_mask(path: Path) -> np.ndarray:
-    """Read a single-channel mask PNG as a uint8 id map ``[H, W]``.
-
-    Accepts palette ("P"), grayscale ("L") and 1-bit ("1") images; anything else (RGB,
-    RGBA, LA, 16-bit, float) raises :class:`UserError` naming the file.
-    """
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mode not in ACCEPTED_MODES:
-                raise UserError(
-                    f"{path}: mask has mode {mode}; expected a single-channel palette (P) or "
-                    f"grayscale (L) PNG of object ids (RGB/RGBA colour masks are not supported)"
-                )
-            array = np.array(image)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read mask {path}: {exc}") from exc
-    return array.astype(np.uint8, copy=False)
 
 
 def size_text(shape: Tuple[int, ...]) -> str:
@@ -172,7 +146,7 @@ class VideoMasks:
             for object_id, files in self.objects.items():
                 if stem not in files:
                     continue
-                mask = read_id_mask(files[stem]) != 0
+                mask = read_label_png(files[stem]) != 0
                 if shape is None:
                     shape, first = mask.shape, files[stem]
                 elif mask.shape != shape:
@@ -181,7 +155,7 @@ class VideoMasks:
                 masks[object_id] = mask
                 _check_size(files[stem], mask.shape, reference)
             return MaskSetFrame(masks, shape)
-        labels = read_id_mask(self.frames[stem])
+        labels = read_label_png(self.frames[stem])
         _check_size(self.frames[stem], labels.shape, reference)
         return LabelFrame(labels)
 
@@ -204,10 +178,16 @@ def scan_video(path: Path, name: Optional[str] = None) -> VideoMasks:
         if entry.is_file() and entry.suffix.lower() == MASK_SUFFIX:
             pngs[entry.stem] = entry
         elif entry.is_dir() and entry.name.isdigit():
+            object_id = int(entry.name)
+            if object_id == 0:
+                raise UserError(f"{entry}: per-object folder 0 is the background, not an object id; "
+                                f"object folders are named 1..255")
+            if object_id in object_dirs:
+                raise UserError(f"{path}: two per-object folders name object {object_id}; keep one")
             files = {f.stem: f for f in entry.iterdir()
                      if f.is_file() and f.suffix.lower() == MASK_SUFFIX and not f.name.startswith(".")}
             if files:
-                object_dirs[int(entry.name)] = files
+                object_dirs[object_id] = files
     if pngs and object_dirs:
         raise UserError(f"{path}: mixes frame PNGs with per-object folders; use one layout per video")
     if object_dirs:

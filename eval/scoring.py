@@ -18,7 +18,8 @@ from typing import Dict, FrozenSet, List, Optional, Sequence
 import numpy as np
 
 from eval.class_map import ClassMap
-from eval.masks import LabelFrame, empty_frame, natural_key, scan_video
+from data.mask_io import natural_key
+from eval.masks import LabelFrame, empty_frame, scan_video
 from eval.metrics import DAVIS_BOUND_TH, binary_mask_scores, region_counts
 from utils.cli import UserError
 

@@ -6,25 +6,22 @@ the videos, largest first onto the least-loaded rank, and writes those videos it
 PNGs are the ones a single process writes, byte for byte. A video that fails is logged and
 recorded by name and the others go on. At the end the per-rank results are gathered and
 rank 0 writes one ``summary.json`` (videos in the order of the job list) and, if any video
-failed, raises one :class:`UserError` that names them. Without torchrun this is the plain
-single-process loop.
+failed, raises one :class:`UserError` that names them. The loop itself is
+:func:`inference.predict.run_videos`; without torchrun it is the plain single-process loop.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence
 
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
-from utils.resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
-Job = TypeVar("Job")
 # A rank may finish its share hours before the others; the gather waits for them.
 GATHER_TIMEOUT_S = 7 * 24 * 3600.0
 
@@ -56,29 +53,11 @@ class ShardOutcome:
     peak_rss_mb: float = 0.0
 
 
-def run_shard(jobs: Sequence[Job], run_job: Callable[[Job], object], name_of: Callable[[Job], str],
-              sizes: Sequence[int], dist: DistInfo, keep_going: bool) -> ShardOutcome:
-    """Run this rank's jobs. With ``keep_going`` (many videos, or several ranks) a failing
-    job is logged and recorded and the next one runs; else its error propagates."""
-    outcome = ShardOutcome(dist.rank)
-    start = time.perf_counter()
-    mine = shard_jobs(sizes, dist.world_size, dist.rank)
-    if dist.enabled:
-        log.info("rank %d of %d: %d of %d video(s) on %s", dist.rank, dist.world_size, len(mine), len(jobs), dist.device)
-    for i in mine:
-        try:
-            outcome.results[i] = run_job(jobs[i])
-        except Exception as exc:  # noqa: BLE001 (any failure of one video; Ctrl-C still stops)
-            if not keep_going:
-                raise
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            if isinstance(exc, FileNotFoundError):  # as run_cli words it
-                message = f"file not found: {exc.filename or exc}"
-            log.error("video %s failed: %s", name_of(jobs[i]), message)
-            outcome.failures[name_of(jobs[i])] = message
-    outcome.seconds = round(time.perf_counter() - start, 3)
-    outcome.peak_rss_mb = round(peak_rss_mb(), 1)
-    return outcome
+def one_line_error(exc: BaseException) -> str:
+    """An exception as ``run_cli`` would print it, on one line."""
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename or exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def merge_and_summarise(outcome: ShardOutcome, dist: DistInfo, write_summary: Callable, output_dir: Path,

@@ -7,32 +7,34 @@ Outputs of one run, under ``output_dir``:
 * ``overlays/<video>.mp4`` with ``overlay=True``;
 * ``summary.json``: frames, objects, FPS, latency (live), attended memory tokens, peak memory.
 
-Each video is written into a temporary folder and moved into place only when it is
+Each video is written into a hidden staging folder and moved into place only when it is
 complete (a live stream stopped by Ctrl-C or its end is complete up to its last frame), so
-an error never leaves half-written results behind.
+an error never leaves half-written results behind; what may be replaced, and where, is the
+business of :mod:`inference.outputs`. :func:`run_videos` runs several videos and writes the
+summary even when a video fails or the run is interrupted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from data.mask_io import read_label_png
+from inference.outputs import (VideoOutputs, check_output_dir, check_summary, clean_stale_staging,
+                               make_output_dir, merge_summary, sigterm_as_interrupt, video_output_name)
+from inference.distributed import ShardOutcome, merge_and_summarise, one_line_error, shard_jobs
 from inference.prompts import Prompt
 from inference.writers import MaskWriter, OverlayWriter, logits_to_label_map
 from models.session import TrackingSession
-from utils.cli import UserError
-from utils.io import atomic_write
+from utils.distributed import DistInfo
+from utils.errors import UserError
 from utils.resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -58,47 +60,11 @@ class VideoResult:
     extras: Dict[str, str] = field(default_factory=dict)
 
 
-def check_output_dir(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output dir {output_dir} exists and is a file")
-
-
 def _latency_stats(latencies: Sequence[float]) -> Optional[Dict[str, float]]:
     if not latencies:
         return None
     ms = sorted(1000.0 * x for x in latencies)
     return {"median": statistics.median(ms), "p95": ms[min(len(ms) - 1, int(0.95 * len(ms)))], "max": ms[-1]}
-
-
-class _VideoOutputs:
-    """A video's outputs, staged in a temporary folder and published on success."""
-
-    def __init__(self, output_dir: Path, video: str, per_object: bool):
-        self.output_dir, self.video = output_dir, video
-        self.tmp = output_dir / f".tmp-{video}-{os.getpid()}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.masks = MaskWriter(self.tmp / "masks", video, self.tmp / "per_object" if per_object else None)
-
-    def publish(self) -> Dict[str, str]:
-        staged = {
-            "masks": (self.tmp / "masks" / self.video, self.output_dir / self.video),
-            "per_object": (self.tmp / "per_object" / self.video, self.output_dir / "per_object" / self.video),
-            "overlay": (self.tmp / "overlay.mp4", self.output_dir / "overlays" / f"{self.video}.mp4"),
-        }
-        published = {}
-        for kind, (src, dst) in staged.items():
-            if not src.exists():
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.is_dir():
-                shutil.rmtree(dst)
-            os.replace(src, dst)
-            published[kind] = str(dst)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        return published
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _first_prompt_frames(prompts: Sequence[Prompt]) -> Dict[int, int]:
@@ -132,6 +98,7 @@ def segment_video(
     """Track the prompted objects through ``source`` and write the outputs (module doc)."""
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
+    video_output_name(source.name, getattr(source, "origin", None))
     live = bool(getattr(source, "live", False))
     num_frames = None if live else len(source)
     for p in prompts:
@@ -140,31 +107,34 @@ def segment_video(
         raise UserError("live mode takes prompts on a single frame")
     if live and reverse:
         raise UserError("--reverse needs a recorded video, not a live stream")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    outputs = _VideoOutputs(output_dir, source.name, per_object)
-    start = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        result = _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, start)
-    except BaseException:
-        outputs.discard()
-        raise
-    result.extras = outputs.publish()
+    make_output_dir(output_dir)
+    clean_stale_staging(output_dir)
+    with sigterm_as_interrupt():
+        outputs = VideoOutputs(output_dir, source.name, per_object, overlay)
+        start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            writer = MaskWriter(outputs.tmp / "masks", source.name, outputs.tmp / "per_object" if per_object else None)
+            result = _track(predictor, source, prompts, outputs, writer, reverse, overlay, evict, live, start)
+            result.extras = outputs.publish()
+        except BaseException:
+            outputs.discard()
+            raise
     return result
 
 
-def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, start) -> VideoResult:
+def _track(predictor, source, prompts, outputs, masks, reverse, overlay, evict, live, start) -> VideoResult:
     h, w = source.height, source.width
     first_frame = _first_prompt_frames(prompts)
-    overlay_writer = OverlayWriter(outputs.tmp / "overlay.mp4", source.fps, w, h) if overlay and live else None
+    overlay_writer = OverlayWriter(outputs.overlay_path, source.fps, w, h) if overlay and live else None
     session = TrackingSession(predictor, source, evict_outputs=evict)
     applied = session.add_prompts(prompts)
     start_frame = min(applied)
     empty = np.zeros((h, w), dtype=np.uint8)
     if not reverse:
         for f in range(start_frame):  # nothing to track before the first prompt
-            outputs.masks.write(source.frame_name(f), empty, [])
+            masks.write(source.frame_name(f), empty, [])
     written, latencies, interrupted = set(), [], False
     # With --reverse, frames before the last object's first prompt are written by the
     # backward pass, which starts there, so every object is tracked from its own prompt.
@@ -179,7 +149,7 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
                 if frame_idx in written or (reverse and not backwards and frame_idx < reverse_start):
                     continue
                 labels = _visible_labels(ids, logits, frame_idx, first_frame, reverse, h, w)
-                outputs.masks.write(source.frame_name(frame_idx), labels, ids)
+                masks.write(source.frame_name(frame_idx), labels, ids)
                 written.add(frame_idx)
                 if live:
                     arrived = source.arrival_time(frame_idx)
@@ -199,7 +169,7 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
     seconds = time.perf_counter() - start
     total = start_frame + len(written) if live else len(source)
     if overlay and not live:
-        _write_overlay_from_masks(source, outputs, total)
+        _write_overlay_from_masks(source, outputs, masks, total)
     tokens = session.mean_attended_tokens()
     session.close()
     result = VideoResult(
@@ -222,28 +192,78 @@ def _track(predictor, source, prompts, outputs, reverse, overlay, evict, live, s
     return result
 
 
-def _write_overlay_from_masks(source, outputs: _VideoOutputs, total: int) -> None:
+def _write_overlay_from_masks(source, outputs: VideoOutputs, masks: MaskWriter, total: int) -> None:
     """Offline overlays are rendered in frame order once all masks exist (reverse passes
     produce frames out of order)."""
-    writer = OverlayWriter(outputs.tmp / "overlay.mp4", source.fps, source.width, source.height)
+    writer = OverlayWriter(outputs.overlay_path, source.fps, source.width, source.height)
     try:
         for f in range(total):
-            labels = read_label_png(outputs.masks.dir / f"{source.frame_name(f)}.png")
+            labels = read_label_png(masks.dir / f"{source.frame_name(f)}.png")
             writer.write(source.read(f), labels)
     finally:
         writer.close()
 
 
 def write_summary(output_dir: Path, results: Sequence[VideoResult], run_info: dict) -> Path:
-    from dataclasses import asdict
-
-    summary = dict(run_info)
-    summary["videos"] = [asdict(r) for r in results]
-    summary["frames"] = sum(r.frames for r in results)
-    summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    path = Path(output_dir) / "summary.json"
-    with atomic_write(path) as f:
-        json.dump(summary, f, indent=2)
-    return path
+    """Add this run's videos to ``<output_dir>/summary.json`` (locked, merged: see inference.outputs)."""
+    run = dict(run_info)
+    run["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return merge_summary(Path(output_dir), run, [asdict(r) for r in results])
 
 
+VideoJob = Tuple[str, Callable[[], tuple]]
+
+
+def run_videos(predictor, jobs: Sequence[VideoJob], output_dir: Path, run_info: dict, *,
+               dist: Optional[DistInfo] = None, sizes: Optional[Sequence[int]] = None, **options) -> List[VideoResult]:
+    """Segment ``jobs`` and write ``summary.json``, also when a video fails or on Ctrl-C/SIGTERM.
+
+    A job is ``(name, open)``, where ``open()`` returns ``(source, prompts)``, so that a video
+    which cannot even be opened is the one named. Every name is checked before the first
+    video starts. Under torchrun (``dist``) each rank takes its share of the jobs (``sizes``:
+    frames per job, for balancing) and rank 0 writes one merged summary. With several jobs
+    a failing video is recorded (``failed`` in the summary) and the others go on; the run
+    then ends with one error naming it. Ctrl-C stops at once: the summary records the videos
+    finished and ``interrupted_during``. ``options`` go to :func:`segment_video`.
+    """
+    output_dir = Path(output_dir)
+    make_output_dir(output_dir)
+    check_summary(output_dir)
+    for name, _ in jobs:
+        video_output_name(name)
+    dist = dist or DistInfo(0, 1, 0, torch.device("cpu"))
+    outcome = ShardOutcome(dist.rank)
+    keep_going = len(jobs) > 1 or dist.enabled
+    start, current = time.perf_counter(), None
+    try:
+        with sigterm_as_interrupt():
+            for i in shard_jobs(sizes or [1] * len(jobs), dist.world_size, dist.rank):
+                current = jobs[i][0]
+                try:
+                    outcome.results[i] = _run_job(predictor, jobs[i], output_dir, options)
+                except Exception as exc:  # noqa: BLE001 (one video's failure; Ctrl-C still stops)
+                    if not keep_going:
+                        raise
+                    outcome.failures[current] = one_line_error(exc)
+                    log.error("video %s failed: %s", current, outcome.failures[current])
+            current = None
+    except KeyboardInterrupt:
+        done = [outcome.results[i] for i in sorted(outcome.results)]
+        write_summary(output_dir, done, dict(run_info, interrupted=True, interrupted_during=current))
+        raise
+    outcome.seconds = round(time.perf_counter() - start, 3)
+    outcome.peak_rss_mb = round(peak_rss_mb(), 1)
+    merge_and_summarise(outcome, dist, write_summary, output_dir, dict(run_info, interrupted=False))
+    return [outcome.results[i] for i in sorted(outcome.results)]
+
+
+def _run_job(predictor, job: VideoJob, output_dir: Path, options: dict) -> VideoResult:
+    name, open_job = job
+    source, prompts = open_job()
+    try:
+        log.info("segmenting %s (%s frames, %d objects)", name, "live" if source.live else len(source),
+                 len({p.obj_id for p in prompts}))
+        return segment_video(predictor, source, prompts, output_dir, **options)
+    finally:
+        if hasattr(source, "close"):
+            source.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
-from data.mask_io import read_label_png as read_id_png
+from data.mask_io import read_label_png  # re-exported: callers read prompt masks with it
 from utils.cli import UserError
 
 PROMPT_TYPES = ("mask", "box", "point")
@@ -82,16 +82,6 @@ def parse_points(text: str) -> tuple:
     return points, labels
 
 
-def read_label_png(path: Path) -> np.ndarray:
-    """A palette or single-channel PNG as an id map ``[H, W]``; bad files are user errors."""
-    try:
-        return read_id_png(path)
-    except FileNotFoundError:
-        raise UserError(f"mask file not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot use mask {path}: {exc}") from exc
-
-
 def masks_from_label_png(path: Path, frame_idx: int = 0) -> List[Prompt]:
     """One mask prompt per non-zero id in a palette PNG."""
     labels = read_label_png(path)
@@ -101,38 +91,80 @@ def masks_from_label_png(path: Path, frame_idx: int = 0) -> List[Prompt]:
     return [Prompt(obj_id=i, frame_idx=frame_idx, mask=labels == i) for i in ids]
 
 
+ENTRY_KEYS = ("obj_id", "frame", "mask", "mask_value", "box", "points")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_entry(entry, where: str) -> None:
+    """The prompts-JSON schema of one entry (docs/usage.md); each breach is one line naming the key."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{where} must be an object with keys {', '.join(ENTRY_KEYS)}")
+    unknown = [k for k in entry if k not in ENTRY_KEYS]
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(ENTRY_KEYS)}")
+    if "obj_id" not in entry:
+        raise UserError(f"{where}: 'obj_id' is required")
+    for key in ("obj_id", "frame", "mask_value"):
+        if key in entry and not _is_int(entry[key]):
+            raise UserError(f"{where}: {key!r} must be an integer, got {entry[key]!r}")
+    if "mask" in entry and not isinstance(entry["mask"], str):
+        raise UserError(f"{where}: 'mask' must be a PNG path (a string), got {entry['mask']!r}")
+    if "box" in entry:
+        box = entry["box"]
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
+            raise UserError(f"{where}: 'box' must be 4 numbers [x1, y1, x2, y2], got {box!r}")
+    if "points" in entry:
+        points = entry["points"]
+        if not isinstance(points, list) or not points:
+            raise UserError(f"{where}: 'points' must be a non-empty list of [x, y, label]")
+        for point in points:
+            if not (isinstance(point, list) and len(point) == 3 and _is_number(point[0]) and _is_number(point[1])):
+                raise UserError(f"{where}: point {point!r} must be [x, y, label] with numbers x, y")
+            if not _is_int(point[2]) or point[2] not in (0, 1):
+                raise UserError(f"{where}: point {point!r} has label {point[2]!r}; labels are 1 (positive) or 0 (negative)")
+
+
 def prompts_from_json(path: Path) -> List[Prompt]:
     """Read ``{"prompts": [{"obj_id": 1, "frame": 0, "mask"|"box"|"points": ...}, ...]}``.
 
     ``mask`` is a PNG path (relative to the JSON file) whose non-zero pixels, or pixels equal
     to ``mask_value`` if given, are the object; ``points`` is ``[[x, y, label], ...]``.
+    Unknown keys, labels other than 0/1 and non-integer ids or frames are errors.
     """
     try:
         spec = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"prompts file not found: {path}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"prompts file {path} is not valid JSON: {exc}") from exc
+    if isinstance(spec, dict):
+        unknown = [k for k in spec if k != "prompts"]
+        if unknown:
+            raise UserError(f"prompts file {path}: unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+                            f"expected only 'prompts'")
     entries = spec.get("prompts") if isinstance(spec, dict) else spec
     if not isinstance(entries, list) or not entries:
         raise UserError(f"prompts file {path} must hold a non-empty list under 'prompts'")
     prompts = []
     for n, entry in enumerate(entries):
-        try:
-            prompt = Prompt(obj_id=int(entry["obj_id"]), frame_idx=int(entry.get("frame", 0)))
-            if "mask" in entry:
-                labels = read_label_png(Path(path).parent / entry["mask"])
-                value = entry.get("mask_value")
-                prompt.mask = labels == int(value) if value is not None else labels != 0
-            if "box" in entry:
-                prompt.box = [float(v) for v in entry["box"]]
-                if len(prompt.box) != 4:
-                    raise ValueError("box needs 4 numbers")
-            if "points" in entry:
-                prompt.points = [[float(p[0]), float(p[1])] for p in entry["points"]]
-                prompt.labels = [int(p[2]) for p in entry["points"]]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise UserError(f"prompts file {path}: entry {n} is malformed ({exc})") from exc
+        _check_entry(entry, f"prompts file {path}: entry {n}")
+        prompt = Prompt(obj_id=entry["obj_id"], frame_idx=entry.get("frame", 0))
+        if "mask" in entry:
+            labels = read_label_png(Path(path).parent / entry["mask"])
+            value = entry.get("mask_value")
+            prompt.mask = labels == value if value is not None else labels != 0
+        if "box" in entry:
+            prompt.box = [float(v) for v in entry["box"]]
+        if "points" in entry:
+            prompt.points = [[float(p[0]), float(p[1])] for p in entry["points"]]
+            prompt.labels = [int(p[2]) for p in entry["points"]]
         prompts.append(prompt)
     return prompts
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -11,10 +12,10 @@ from typing import List, Optional
 import numpy as np
 
 from data.mask_io import read_label_png
-from inference.distributed import join_inference_ranks, merge_and_summarise, run_shard
-from inference.predict import VideoResult, check_output_dir, segment_video, write_summary
+from inference.distributed import join_inference_ranks
+from inference.predict import VideoResult, check_output_dir, run_videos
 from inference.prompts import Prompt, PromptSpec, build_prompts
-from inference.video_sources import ImageFolderSource, is_live_spec, open_video_source
+from inference.video_sources import ImageFolderSource, is_live_spec, list_video_dirs, open_video_source
 from models import build_model
 from utils.device import resolve_device
 
@@ -97,47 +98,32 @@ def vos_prompts(source: ImageFolderSource, ann_dir: Path, later_objects: bool = 
     return prompts
 
 
+def _vos_job(video_dir: Path, ann_dir: Path, later_objects: bool):
+    source = ImageFolderSource(video_dir)
+    return source, vos_prompts(source, ann_dir, later_objects)
+
+
 def run_predict_video(options: PredictOptions) -> List[VideoResult]:
     """Run ``predict_video.py``; returns one result per video (this rank's, under torchrun)."""
     output_dir = Path(options.output_dir)
     check_output_dir(output_dir)
     dist = join_inference_ranks(options.device)
     predictor = build_predictor(options, dist.device)
-    jobs = []
     if options.dataset_dir:
-        root = Path(options.dataset_dir)
-        videos = sorted(p for p in (root / "JPEGImages").glob("*") if p.is_dir())
+        images = Path(options.dataset_dir) / "JPEGImages"
+        videos = list_video_dirs(images) if images.is_dir() else []  # hidden folders are never videos
         if not videos:
-            raise FileNotFoundError(root / "JPEGImages")
-        for video_dir in videos:
-            jobs.append((ImageFolderSource(video_dir), None, root / "Annotations" / video_dir.name))
+            raise FileNotFoundError(images)
+        ann_root = Path(options.dataset_dir) / "Annotations"
+        jobs = [(d.name, partial(_vos_job, d, ann_root / d.name, options.track_later_objects)) for d in videos]
+        sizes = [sum(1 for _ in d.iterdir()) for d in videos]  # frames, to balance the ranks
     else:
         source = open_video_source(options.video_path, live=options.live)
         ann = None
         if options.prompt.wants_vos_annotations and not source.live:
             ann = vos_annotation_dir(Path(options.video_path))
-        jobs.append((source, None if ann else build_prompts(options.prompt), ann))
-
-    def run_job(job) -> VideoResult:
-        source, prompts, ann_dir = job
-        try:
-            if prompts is None:
-                prompts = vos_prompts(source, ann_dir, options.track_later_objects)
-            log.info("segmenting %s (%s frames, %d objects)", source.name, "live" if source.live else len(source), len({p.obj_id for p in prompts}))
-            return segment_video(
-                predictor,
-                source,
-                prompts,
-                output_dir,
-                reverse=options.reverse,
-                per_object=options.save_per_object,
-                overlay=options.overlay,
-                evict=not options.no_evict,
-            )
-        finally:
-            if hasattr(source, "close"):
-                source.close()
-
+        prompts = vos_prompts(source, ann, options.track_later_objects) if ann else build_prompts(options.prompt)
+        jobs, sizes = [(source.name, lambda: (source, prompts))], [1]
     run_info = {
         "checkpoint": options.checkpoint,
         "model_cfg": options.model_cfg,
@@ -146,8 +132,5 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
         "device": str(predictor.device),
         "live": bool(options.live or (options.video_path and is_live_spec(str(options.video_path)))),
     }
-    # under torchrun each rank runs its share of the videos; rank 0 writes the summary
-    sizes = [0 if job[0].live else len(job[0]) for job in jobs]
-    outcome = run_shard(jobs, run_job, lambda job: job[0].name, sizes, dist, keep_going=len(jobs) > 1 or dist.enabled)
-    merge_and_summarise(outcome, dist, write_summary, output_dir, run_info)
-    return [outcome.results[i] for i in sorted(outcome.results)]
+    return run_videos(predictor, jobs, output_dir, run_info, dist=dist, sizes=sizes, reverse=options.reverse,
+                      per_object=options.save_per_object, overlay=options.overlay, evict=not options.no_evict)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data.mask_io import list_frames
+from data.mask_io import list_frames, natural_key
 from models.frames import EndOfStream
 from utils.cli import UserError
 
@@ -40,7 +40,8 @@ class ImageFolderSource:
         self.paths = list_frames(self.folder, IMAGE_EXTS)
         if not self.paths:
             raise UserError(f"no frames ({'/'.join(IMAGE_EXTS)}) in {self.folder}")
-        self.name = self.folder.name
+        self.name = self.folder.resolve().name  # `--video_path .` is named after the real folder
+        self.origin = str(self.folder)
         first = self.read(0)
         self.height, self.width = first.shape[:2]
         self.fps = 30.0
@@ -81,6 +82,7 @@ class VideoFileSource:
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
         self._next = 0
         self.name = self.path.stem
+        self.origin = str(self.path)
         first = self.read(0)
         self.height, self.width = first.shape[:2]
         if self._count <= 0:
@@ -206,6 +208,14 @@ def open_video_source(spec, live: bool = False):
         frames = (source.read(i) for i in range(len(source)))
         return StreamSource(frames, name=source.name)
     return source
+
+
+def list_video_dirs(images_root: Union[str, Path]) -> List[Path]:
+    """Video folders of a VOS ``JPEGImages`` folder, in natural order; hidden folders (staging
+    left by a killed run, ``.git``...) are never videos."""
+    root = Path(images_root)
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))
 
 
 def list_frame_names(source) -> List[str]:

@@ -10,6 +10,7 @@ from data.collate import ClipBatch
 from training.losses import SAM2VideoLoss
 from training.model import TRAIN_MODEL_TARGET, TSMSTrainModel
 from training.prompts import PromptConfig, plan_prompts, sample_box, sample_click
+from utils.cli import UserError
 
 T, SIZE = 4, 128
 
@@ -83,7 +84,7 @@ def test_prompt_plans_are_seeded_and_cover_every_kind():
     clicks = plan_prompts(gt, PromptConfig(prob_point_input=1.0, prob_box_input=0.0, rand_init_cond_frames=False), _gen(3))
     assert clicks.kind == "point" and len(clicks.init_cond_frames) == 2
     assert clicks.frames_to_correct[:2] == clicks.init_cond_frames and len(clicks.frames_to_correct) <= 2
-    with pytest.raises(ValueError, match="prob_point_input"):
+    with pytest.raises(UserError, match="prob_point_input"):
         PromptConfig(prob_point_input=1.5)
 
 

@@ -123,6 +123,12 @@ def check_train_config(cfg: DictConfig) -> None:
     if scales is not None and probs is not None and len(list(probs)) != len(list(scales)):
         raise UserError(f"scale_probs {list(probs)} must have one entry per temporal_scales {list(scales)} "
                         f"(or be null for equal probabilities)")
+    if probs is not None:
+        values = list(probs)
+        if any(not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1 for p in values) \
+                or abs(sum(values) - 1.0) > 1e-6:
+            raise UserError(f"scale_probs {values} must be probabilities in [0, 1] that sum to 1 "
+                            f"(they sum to {sum(v for v in values if isinstance(v, (int, float))):g})")
     from training.builders import memory_spec
 
     memory_spec(cfg)  # the memory settings are validated by MemorySpec, in one place

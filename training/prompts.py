@@ -23,10 +23,13 @@ corners).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
+
+from utils.cli import UserError
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,24 @@ class PromptConfig:
     box_noise_bound: float = 20.0
 
     def __post_init__(self):
-        for name in ("prob_point_input", "prob_box_input", "prob_sample_from_gt"):
+        # UserError: these come from config overrides (model.prompts.x=...), so one line, no traceback
+        for name in ("prob_point_input", "prob_box_input", "prob_sample_from_gt", "box_noise", "box_noise_bound"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"prompts.{name} must lie in [0, 1], got {value}")
-        if self.max_init_cond_frames < 1 or self.max_frames_to_correct < 1:
-            raise ValueError("prompts.max_init_cond_frames and max_frames_to_correct must be >= 1")
-        if self.num_correction_clicks < 0:
-            raise ValueError("prompts.num_correction_clicks must be >= 0")
+            if not _is_number(value) or not math.isfinite(value):
+                raise UserError(f"model.prompts.{name} must be a number, got {value!r}")
+            if name.startswith("prob_") and not 0.0 <= value <= 1.0:
+                raise UserError(f"model.prompts.{name} must lie in [0, 1], got {value}")
+            if value < 0:
+                raise UserError(f"model.prompts.{name} must be >= 0, got {value}")
+        for name in ("max_init_cond_frames", "max_frames_to_correct", "num_correction_clicks"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool)) or value < (0 if name == "num_correction_clicks" else 1):
+                low = 0 if name == "num_correction_clicks" else 1
+                raise UserError(f"model.prompts.{name} must be an integer >= {low}, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass

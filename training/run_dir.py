@@ -6,10 +6,16 @@ Layout::
     <run_dir>/git_sha.txt        commit of the code (``+dirty`` with local changes)
     <run_dir>/checkpoints/       last.pt, best.pt, init.pt if asked (our format, embedded model config)
     <run_dir>/tensorboard/       event files
+
+A run directory holds one run. Starting a run in a directory that already holds one
+(a ``config.yaml`` or a checkpoint) is refused unless ``resume`` is given, so a second
+run never replaces ``last.pt``/``best.pt`` silently. Temporary checkpoint files left by a
+killed run (``.last.pt.*.tmp``) are removed at the next start.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +23,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from utils.bootstrap import REPO_ROOT
+from utils.cli import UserError
 from utils.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,40 @@ def git_sha(repo: Path = REPO_ROOT) -> str:
     return f"{sha}+dirty" if dirty else sha
 
 
-def prepare_run_dir(path, cfg: DictConfig) -> RunDir:
-    """Create the run directory and write the resolved config and the git SHA (atomically)."""
+def holds_run(run: RunDir) -> bool:
+    return run.config.is_file() or any(run.checkpoints.glob("*.pt"))
+
+
+def check_run_dir(path, resume) -> None:
+    """Refuse a fresh start in a directory that already holds a run (one line, before any write)."""
     run = RunDir(Path(path))
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    if run.root.exists() and not run.root.is_dir():
+        raise UserError(f"run_dir {run.root} exists and is a file")
+    if resume in (None, "", False) and run.root.is_dir() and holds_run(run):
+        raise UserError(f"run_dir {run.root} already holds a run; pass resume=auto to continue or choose "
+                        f"another run_dir")
+
+
+def clean_stale_checkpoint_tmp(run: RunDir) -> None:
+    """Remove ``.<name>.pt.<random>.tmp`` files that ``atomic_write`` left when a run was killed."""
+    for tmp in run.checkpoints.glob(".*.pt.*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink()
+            log.info("removed %s, a partial checkpoint of an earlier, killed run", tmp)
+
+
+def prepare_run_dir(path, cfg: DictConfig) -> RunDir:
+    """Create the run directory and write the resolved config and the git SHA (atomically).
+
+    Refuses, with one line, when ``path`` already holds a run and ``cfg.resume`` is not set.
+    """
+    run = RunDir(Path(path))
+    check_run_dir(run.root, cfg.get("resume"))
+    try:
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run_dir {run.root}: {exc.strerror or exc}") from exc
+    clean_stale_checkpoint_tmp(run)
     with atomic_write(run.config) as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     with atomic_write(run.root / "git_sha.txt") as f:

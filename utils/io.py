@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: never leave half-written outputs behind."""
+"""Atomic file and directory writes, and path safety: never leave half-written outputs behind,
+never write outside the output root the user named."""
 
 from __future__ import annotations
 
@@ -9,7 +10,54 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
+from utils.cli import UserError
+
 PathLike = Union[str, os.PathLike]
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; restored at once
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(path: PathLike) -> None:
+    """Give a file/dir made by ``mkstemp``/``mkdtemp`` (0600/0700) the mode ``open``/``mkdir`` would."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~_umask())
+
+
+def plain_name(name: str, what: str = "name") -> str:
+    """``name`` if it is a plain file name (not empty, ``.``, ``..``, hidden, or with separators)."""
+    text = str(name)
+    if not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text or "\0" in text:
+        raise UserError(f"{what} {text!r} is not a plain name (empty, '.', '..', hidden or with a path "
+                        f"separator); rename it")
+    return text
+
+
+def inside(root: PathLike, path: PathLike) -> Path:
+    """``path``, after checking that it resolves inside ``root`` (symlinks followed)."""
+    root_r, path_r = Path(root).resolve(), Path(path).resolve()
+    if path_r != root_r and root_r not in path_r.parents:
+        raise UserError(f"refusing to write {path}: it resolves to {path_r}, outside the output folder {root_r}")
+    return Path(path)
+
+
+def check_writable(path: PathLike, what: str, directory: bool = False) -> None:
+    """A one-line :class:`UserError` unless ``path`` can be written (as a file, or a folder with
+    ``directory``): not the wrong kind of entry, not under a file, and in a writable place."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file" if directory else "a folder"
+        raise UserError(f"{what} {path} exists and is {kind}; give a {'folder' if directory else 'file'} path")
+    existing = path if directory else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{what} {path} is not writable (no write permission in {existing})")
 
 
 @contextlib.contextmanager
@@ -24,6 +72,7 @@ def atomic_write(path: PathLike, mode: str = "w", **open_kwargs) -> Iterator:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        normal_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -54,6 +103,7 @@ def atomic_dir(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        normal_permissions(tmp)
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"output directory already exists: {path}")
