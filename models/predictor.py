@@ -28,6 +28,8 @@ def hole_filling_available(device: torch.device | str) -> bool:
 class TSMSVideoPredictor(SAM2VideoPredictor):
     """SAM2VideoPredictor over lazy frame sources, with output eviction for long videos."""
 
+    reads_frame_sources = True  # init_state takes a frame source and evict_outputs
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.memory_attention.register_forward_pre_hook(_match_memory_dtype, with_kwargs=True)

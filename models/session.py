@@ -92,7 +92,7 @@ class TrackingSession:
         self.video = video
         self.corrections_as_cond = corrections_as_cond
         kwargs = dict(offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu)
-        if _is_ours(predictor):
+        if getattr(predictor, "reads_frame_sources", False):  # ours
             kwargs["evict_outputs"] = evict_outputs
         elif hasattr(video, "read"):
             raise TypeError("sam2's own predictor reads JPEG folders only; pass the folder path")
@@ -255,12 +255,6 @@ class TrackingSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _is_ours(predictor) -> bool:
-    from models.predictor import TSMSVideoPredictor
-
-    return isinstance(predictor, TSMSVideoPredictor)
 
 
 def _object_scores(state, frame_idx: int, temp: bool = False) -> Dict[int, float]:

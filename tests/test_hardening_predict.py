@@ -29,22 +29,29 @@ HW = (32, 32)
 
 
 class EchoPredictor:
-    """Tracks by repeating each object's prompt mask; ``on_frame(f)`` is called before frame f."""
+    """Tracks by repeating each object's prompt mask; ``on_frame(f)`` is called before frame f.
+    It has the parts of sam2's predictor interface that the tracking session uses."""
+
+    reads_frame_sources = True
+    add_all_frames_to_correct_as_cond = False
 
     def __init__(self, on_frame=None):
         self.on_frame = on_frame
+        self.memory_attention = torch.nn.Identity()
 
-    def init_state(self, source, evict_outputs=True):
-        return {"obj_ids": [], "masks": {}, "n": len(source)}
+    def init_state(self, source, evict_outputs=True, **kwargs):
+        return {"obj_ids": [], "masks": {}, "num_frames": len(source), "obj_idx_to_id": {}, "output_dict_per_obj": {}}
 
     def add_new_mask(self, state, frame_idx, obj_id, mask):
         state["obj_ids"].append(obj_id)
         state["masks"][obj_id] = torch.as_tensor(mask).float() * 2 - 1
+        ids = list(state["obj_ids"])
+        return frame_idx, ids, torch.stack([state["masks"][i] for i in ids])[:, None]
 
-    def propagate_in_video(self, state, start_frame_idx=0, reverse=False):
+    def propagate_in_video(self, state, start_frame_idx=0, max_frame_num_to_track=None, reverse=False):
         ids = list(state["obj_ids"])
         logits = torch.stack([state["masks"][i] for i in ids])[:, None]
-        for f in range(start_frame_idx, state["n"]):
+        for f in range(start_frame_idx or 0, state["num_frames"]):
             if self.on_frame:
                 self.on_frame(f)
             yield f, ids, logits

@@ -56,6 +56,13 @@ def test_quickstart_refuses_bad_input(tmp_path):
     assert not (tmp_path / "x").exists()  # nothing was started
 
 
+def test_quickstart_refuses_an_out_that_holds_a_run(tmp_path):
+    (tmp_path / "x" / "run" / "checkpoints").mkdir(parents=True)
+    result = _run("quickstart.py", ["--out", str(tmp_path / "x")], cwd=tmp_path)
+    assert result.returncode == 2 and "already holds a quickstart run" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["run"]  # no data generated
+
+
 def test_quickstart_init_checkpoint_name_must_tell_the_model(tmp_path):
     from quickstart import find_official_checkpoint
     from utils.cli import UserError
