@@ -206,6 +206,8 @@ document.addEventListener("keydown", (ev) => {
   const step = ev.shiftKey ? 10 : 1;
   if (ev.key === "ArrowRight") { showFrame(S.frame + step); ev.preventDefault(); }
   else if (ev.key === "ArrowLeft") { showFrame(S.frame - step); ev.preventDefault(); }
+  else if (ev.key === "Home") showFrame(0);
+  else if (ev.key === "End") showFrame(S.info.num_frames - 1);
   else if (ev.key === "n") nextFlagged();
   else if (ev.key === "z") $("undo").click();
   else if (ev.key === "t") $("track-forward").click();
