@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from data.mask_io import list_frames, read_label_png, write_label_png
-from inference.annotator.state import AnnotatorError
+from inference.annotator.records import AnnotatorError
 from inference.writers import OverlayWriter
 from utils.errors import UserError
 from utils.io import atomic_write

@@ -74,7 +74,7 @@ def read(output_dir: Path):
 
 def restore(state, data: dict) -> None:
     """Put a saved session back into a fresh state: objects, then the prompts, replayed."""
-    from inference.annotator.state import AnnotatedObject, FramePrompt
+    from inference.annotator.records import AnnotatedObject, FramePrompt
 
     if data.get("video") != state.source.name or data.get("num_frames") != state.num_frames:
         raise UserError(f"{session_path(state.output_dir)} belongs to video {data.get('video')!r} "
