@@ -10,6 +10,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import logging  # noqa: E402
 import secrets  # noqa: E402
+import socket  # noqa: E402
 
 from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
@@ -66,7 +67,7 @@ def main(argv=None):
     built = {args.memory: make_predictor(args.memory)}  # a bad checkpoint fails before the server starts
     state = open_annotator(source, lambda p: built.pop(p, None) or make_predictor(p), args.output_dir,
                            masks_dir=args.masks, preset=args.memory, threshold=args.threshold, evict=not args.no_evict)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    shown = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{args.port}/" + (f"?token={args.token}" if args.token else "")
     print(f"annotating {state.source.name} ({state.num_frames} frames): open {url}  (Ctrl-C to stop)", flush=True)
     try:

@@ -187,6 +187,17 @@ def test_resume_and_load_masks(annotator, two_object_video, predictors, tmp_path
     again.close(), other.close()
 
 
+def test_resume_refuses_another_videos_session(annotator, tmp_path, predictors):
+    from tests.conftest import make_two_object_video
+    from utils.errors import UserError
+
+    state, client = annotator
+    client.post("/api/objects", json={})
+    make_two_object_video(tmp_path / "other", num_frames=5)
+    with pytest.raises(UserError, match="belongs to video 'clip'"):
+        open_annotator(tmp_path / "other", predictors, state.output_dir)
+
+
 def test_export_never_replaces_foreign_masks(annotator):
     state, client = annotator
     (state.output_dir / "clip").mkdir()

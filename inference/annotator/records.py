@@ -72,7 +72,7 @@ class LockedSource:
     """A frame source safe to read from the page's requests and the tracking thread at once."""
 
     def __init__(self, source):
-        self._source, self._lock = source, threading.Lock()
+        self._source, self._lock, self._cache_lock = source, threading.Lock(), threading.Lock()
         for name in ("name", "height", "width", "fps", "live"):
             setattr(self, name, getattr(source, name, None))
         self._jpeg: "OrderedDict[int, bytes]" = OrderedDict()
@@ -89,10 +89,12 @@ class LockedSource:
 
     def jpeg(self, idx: int) -> bytes:
         """The frame as JPEG for the page; the last few are kept (stepping back and forth)."""
-        if idx in self._jpeg:
-            return self._jpeg[idx]
+        with self._cache_lock:
+            if idx in self._jpeg:
+                return self._jpeg[idx]
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(self.read(idx), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        self._jpeg[idx] = buf.tobytes()
-        while len(self._jpeg) > _JPEG_CACHE:
-            self._jpeg.popitem(last=False)
-        return self._jpeg[idx]
+        with self._cache_lock:
+            self._jpeg[idx] = buf.tobytes()
+            while len(self._jpeg) > _JPEG_CACHE:
+                self._jpeg.popitem(last=False)
+        return buf.tobytes()

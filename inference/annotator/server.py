@@ -69,10 +69,21 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _overlay_png(labels: np.ndarray) -> bytes:
+    """Translucent palette colours with an opaque, lighter outline (dark palette colours
+    vanish on red tissue otherwise)."""
     lut = np.zeros((256, 4), np.uint8)
     lut[:, :3], lut[:, 3] = davis_palette()[:, ::-1], OVERLAY_ALPHA  # BGRA for cv2
     lut[0] = 0
-    ok, buf = cv2.imencode(".png", lut[labels], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    rgba = lut[labels]
+    edge = np.zeros(labels.shape, bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge &= labels > 0
+    rgba[edge, :3] = np.minimum(255, rgba[edge, :3].astype(np.int16) + 110).astype(np.uint8)
+    rgba[edge, 3] = 255
+    ok, buf = cv2.imencode(".png", rgba, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return buf.tobytes()
 
 

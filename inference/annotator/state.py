@@ -296,8 +296,8 @@ class AnnotatorState:
             job.running = False
 
     def _track_group(self, job: TrackJob, start: int, ids: List[int]) -> None:
-        everyone = list(self.objects)
-        subset = None if set(ids) == set(everyone) else ids
+        everyone = list(self.objects)  # their pixels survive unless they are tracked here
+        subset = None if set(ids) == set(self.session.obj_ids) else ids
         first = {o: self.first_prompt_frame(o) for o in everyone}
         frames = self.session.propagate(direction=job.direction, start_frame=start, obj_ids=subset)
         try:
