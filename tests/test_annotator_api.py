@@ -308,3 +308,30 @@ def test_cli_errors_are_one_line(two_object_video, mini_checkpoint, tmp_path, ca
             assert err.startswith("error: ") and "\n" not in err and message in err, err
     finally:
         busy.close()
+
+
+def test_mp4_video_is_browsed_lazily(two_object_video, predictors, tmp_path):
+    import cv2
+
+    video_dir, _ = two_object_video
+    writer = cv2.VideoWriter(str(tmp_path / "case.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+    for t in range(14):
+        writer.write(cv2.imread(str(video_dir / f"{t:05d}.jpg")))
+    writer.release()
+    state = open_annotator(tmp_path / "case.mp4", predictors, tmp_path / "out")
+    client = TestClient(create_app(state))
+    info = client.get("/api/info").json()
+    assert (info["video"], info["num_frames"], info["width"], info["height"]) == ("case", 14, 128, 96)
+    frame = cv2.imdecode(np.frombuffer(client.get("/api/frame/9").content, np.uint8), cv2.IMREAD_COLOR)
+    expected = cv2.imread(str(video_dir / "00009.jpg"))
+    assert frame.shape == (96, 128, 3) and np.abs(frame.astype(int) - expected).mean() < 12  # mp4 + JPEG losses
+    assert len(state.session.state["images"]._cache) <= 2
+    state.close()
+
+
+def test_exposed_host_gets_a_token():
+    from inference.annotate import parse_args
+
+    args = parse_args(["--video_path", "v.mp4", "--model_cfg", "mini", "--host", "0.0.0.0"])
+    assert args.token and len(args.token) >= 16
+    assert parse_args(["--video_path", "v.mp4", "--model_cfg", "mini"]).token is None
