@@ -173,7 +173,12 @@ def test_resume_and_load_masks(annotator, two_object_video, predictors, tmp_path
     client.post("/api/export")
     exported = {t: state.store.labels(t) for t in range(14)}
     state.close()
+    (state.output_dir / ".clip.export-999").mkdir()  # left by a killed export
+    (state.output_dir / ".clip.export-999" / "00000.png").write_bytes(b"partial")
+    mine = state.output_dir / ".notes"
+    mine.write_text("the user's")
     again = open_annotator(two_object_video[0], predictors, state.output_dir)
+    assert not (state.output_dir / ".clip.export-999").exists() and mine.read_text() == "the user's"
     assert [o.name for o in again.objects.values()] == ["left grasper", "object 2"]
     assert sorted(again.prompts) == [(1, 0), (2, 0)] and again.session.obj_ids == [1, 2]
     for t in range(14):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,6 +30,7 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
+    _remove_stale_temp_files(output_dir, source.name)
     saved = session_file.read(output_dir)
     try:
         state = AnnotatorState(source, make_predictor, output_dir, preset=preset, threshold=threshold, evict=evict)
@@ -45,6 +47,17 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
         load_masks(state, Path(masks_dir))
     state.save()
     return state
+
+
+def _remove_stale_temp_files(output_dir: Path, video: str) -> None:
+    """Temp files an earlier run left behind when killed (only names we make)."""
+    if not output_dir.is_dir():
+        return
+    stale = list(output_dir.glob(f".{video}.export-*")) + list(output_dir.glob(f".{session_file.SESSION_NAME}.*.tmp"))
+    stale += list((output_dir / "overlays").glob(f".{video}.tmp.mp4")) + list((output_dir / "coco").glob(f".{video}.json.*.tmp"))
+    for path in stale:
+        log.info("removing a stale temporary file of an earlier run: %s", path)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def check_port_free(host: str, port: int) -> None:
