@@ -133,6 +133,8 @@ def test_undo_delete_and_timeline(annotator):
     probs = timeline["objects"]["1"]["prob"]
     assert len(probs) == 14 and all(0.0 <= p <= 1.0 for p in probs)
     assert timeline["objects"]["1"]["flagged"] == [f for f, p in enumerate(probs) if p < 0.5]
+    iou = timeline["objects"]["1"]["iou"]  # from the mask decoder: the prompt (frame 0), then each tracked frame
+    assert len(iou) == 14 and all(v is not None and np.isfinite(v) for v in iou) and len(set(iou)) > 1
     assert client.delete("/api/objects/2").json() == {"deleted": 2}
     assert all(not (state.store.labels(t) == 2).any() for t in range(14))
     assert [o["id"] for o in client.get("/api/info").json()["objects"]] == [1]

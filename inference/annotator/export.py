@@ -92,7 +92,7 @@ def coco_dict(state) -> dict:
                 "name": obj.name if obj else f"object {obj_id}",
                 "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
                 "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": 0, "object_score": score,
+                "iscrowd": 0, "object_score": score, "predicted_iou": state.store.ious.get(obj_id, {}).get(f),
             })
     return {
         "info": {"description": f"TSMS-SAM2 annotator export of {state.source.name}", "video": state.source.name},

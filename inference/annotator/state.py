@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from data.endovis17 import INSTRUMENT_TYPES
-from inference.annotator import session_file
+from inference.annotator import quality, session_file
 from inference.annotator.records import AnnotatedObject, AnnotatorError, FramePrompt, LockedSource, TrackJob
 from inference.annotator.store import MaskStore
 from models.session import DIRECTIONS, TrackingSession
@@ -70,7 +70,9 @@ class AnnotatorState:
         return self._predictors[preset]
 
     def _new_session(self) -> TrackingSession:
-        return TrackingSession(self.predictor(self.preset), self.source, evict_outputs=self.evict)
+        predictor = self.predictor(self.preset)
+        quality.watch_decoder(predictor)
+        return TrackingSession(predictor, self.source, evict_outputs=self.evict)
 
     def set_preset(self, preset: str) -> None:
         """Track with another memory preset: a new session with the same prompts; every
@@ -219,13 +221,15 @@ class AnnotatorState:
             self.store.remove_object(obj_id, [frame])
             return
         result = None
-        if prompt.mask is not None:
-            result = self.session.add_mask(frame, obj_id, prompt.mask)
-        if prompt.points or prompt.box is not None:
-            result = self.session.add_points(frame, obj_id, prompt.points or None, prompt.labels or None,
-                                             box=prompt.box, clear=prompt.mask is None)
+        with quality.recording() as ious:
+            if prompt.mask is not None:
+                result = self.session.add_mask(frame, obj_id, prompt.mask)
+            if prompt.points or prompt.box is not None:
+                result = self.session.add_points(frame, obj_id, prompt.points or None, prompt.labels or None,
+                                                 box=prompt.box, clear=prompt.mask is None)
         row = result.obj_ids.index(obj_id)
-        self.store.update(frame, [obj_id], result.mask_logits[row:row + 1], list(self.objects), result.object_scores)
+        self.store.update(frame, [obj_id], result.mask_logits[row:row + 1], list(self.objects), result.object_scores,
+                          quality.take_last(ious, [obj_id]))
 
     def undo(self) -> dict:
         """Take back the last prompt (a click, a box or a mask)."""
@@ -301,19 +305,27 @@ class AnnotatorState:
         first = {o: self.first_prompt_frame(o) for o in everyone}
         frames = self.session.propagate(direction=job.direction, start_frame=start, obj_ids=subset)
         try:
-            for result in frames:
-                logits = result.mask_logits
-                if job.direction == "forward":  # no mask before an object's first prompt, as predict_video.py
-                    hidden = [i for i, o in enumerate(result.obj_ids) if first.get(o, 0) > result.frame_idx]
-                    if hidden:
-                        logits = logits.clone()
-                        logits[hidden] = -1.0
-                self.store.update(result.frame_idx, result.obj_ids, logits, everyone, result.object_scores)
-                job.done, job.frame = job.done + 1, result.frame_idx
-                if job.cancel.is_set():
-                    break
+            with quality.recording() as ious:
+                self._store_tracked(job, frames, first, everyone, ious)
         finally:
             frames.close()
+
+    def _store_tracked(self, job: TrackJob, frames, first, everyone, ious) -> None:
+        for result in frames:
+            logits, hidden = result.mask_logits, []
+            if job.direction == "forward":  # no mask before an object's first prompt, as predict_video.py
+                hidden = [i for i, o in enumerate(result.obj_ids) if (first.get(o) or 0) > result.frame_idx]
+                if hidden:
+                    logits = logits.clone()
+                    logits[hidden] = -1.0
+            shown = {o for i, o in enumerate(result.obj_ids) if i not in hidden}
+            iou = quality.take_last(ious, result.obj_ids) or {}  # empty on prompted frames: kept from the prompt
+            self.store.update(result.frame_idx, result.obj_ids, logits, everyone,
+                              {o: v for o, v in result.object_scores.items() if o in shown},
+                              {o: v for o, v in iou.items() if o in shown})
+            job.done, job.frame = job.done + 1, result.frame_idx
+            if job.cancel.is_set():
+                break
 
     def cancel_tracking(self) -> dict:
         if self.job is None or not self.job.running:
@@ -330,7 +342,8 @@ class AnnotatorState:
 
     # ------------------------------------------------------------------ reading
     def timeline(self) -> dict:
-        """Per object: presence probability per frame (None: not tracked) and flagged frames."""
+        """Per object and frame: presence probability and predicted IoU (None: not tracked),
+        and the frames flagged for a look (probability under the threshold)."""
         out = {}
         for obj_id in self.objects:
             scores = self.store.scores.get(obj_id, {})
@@ -338,7 +351,10 @@ class AnnotatorState:
             for frame, logit in scores.items():
                 probs[frame] = round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit)))), 4)
             flagged = [f for f, p in enumerate(probs) if p is not None and p < self.threshold]
-            out[str(obj_id)] = {"prob": probs, "flagged": flagged}
+            iou = [None] * self.num_frames
+            for frame, value in self.store.ious.get(obj_id, {}).items():
+                iou[frame] = round(value, 4)
+            out[str(obj_id)] = {"prob": probs, "iou": iou, "flagged": flagged}
         return {"threshold": self.threshold, "objects": out, "version": self.store.version}
 
     def info(self) -> dict:

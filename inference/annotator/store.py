@@ -34,6 +34,7 @@ class MaskStore:
         self.height, self.width = height, width
         self._labels: Dict[int, bytes] = {}
         self.scores: Dict[int, Dict[int, float]] = {}  # obj_id -> frame -> presence logit
+        self.ious: Dict[int, Dict[int, float]] = {}  # obj_id -> frame -> predicted IoU
         self._lock = threading.Lock()
         self.version = 0  # bumped on every change (lets the page know what to refetch)
 
@@ -56,7 +57,7 @@ class MaskStore:
             self.version += 1
 
     def update(self, frame: int, obj_ids: Sequence[int], logits: torch.Tensor, all_objects: Iterable[int],
-               scores: Optional[Dict[int, float]] = None) -> None:
+               scores: Optional[Dict[int, float]] = None, ious: Optional[Dict[int, float]] = None) -> None:
         """Store tracked masks of ``obj_ids`` on ``frame``.
 
         When every object was tracked together, overlaps go to the highest logit (as in
@@ -75,6 +76,8 @@ class MaskStore:
         for obj_id in obj_ids:
             if scores and obj_id in scores:
                 self.scores.setdefault(obj_id, {})[frame] = scores[obj_id]
+            if ious and obj_id in ious:
+                self.ious.setdefault(obj_id, {})[frame] = ious[obj_id]
 
     def remove_object(self, obj_id: int, frames: Optional[Iterable[int]] = None) -> None:
         """Erase ``obj_id`` (on ``frames``, default all) and, with all frames, its scores."""
@@ -84,11 +87,12 @@ class MaskStore:
             if (labels == obj_id).any():
                 labels[labels == obj_id] = 0
                 self.set_labels(frame, labels)
-        if frames is None:
-            self.scores.pop(obj_id, None)
-        else:
-            for frame in frames:
-                self.scores.get(obj_id, {}).pop(frame, None)
+        for table in (self.scores, self.ious):
+            if frames is None:
+                table.pop(obj_id, None)
+            else:
+                for frame in frames:
+                    table.get(obj_id, {}).pop(frame, None)
 
     def object_ids(self) -> set:
         ids = set(self.scores)

@@ -158,6 +158,8 @@ function drawTimelines() {
     if (t) t.prob.forEach((p, f) => { if (p == null) return;
       g.fillStyle = p < S.timeline.threshold ? "#f85149" : `rgb(${o.color.join(",")})`;
       const h = Math.max(2, p * c.height); g.fillRect(f * w, c.height - h, Math.max(1, w), h); });
+    if (t) { g.fillStyle = "#e3b341"; t.iou.forEach((q, f) => { if (q == null) return;  // predicted IoU ticks
+      g.fillRect(f * w, c.height - Math.max(0, Math.min(1, q)) * (c.height - 2) - 2, Math.max(1, w), 2); }); }
     g.fillStyle = "#fff"; g.fillRect(S.frame * w, 0, Math.max(1, w / 2), c.height);
   }
   for (const c of box.querySelectorAll("canvas")) if (!S.info.objects.some((o) => String(o.id) === c.dataset.id)) c.remove();
