@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from inference.annotator import create_app, open_annotator
-from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache
+from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, write_ground_truth
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -58,7 +58,28 @@ def _wait_status(page, text):
     page.wait_for_function(f"document.getElementById('status').textContent.includes({text!r})", timeout=60000)
 
 
-def test_click_box_track_correct_export_in_chromium(server, two_object_video, tmp_path):
+def _dice_vs_predict_video(state, two_object_video, checkpoint, tmp_path):
+    """Mean Dice (eval/evaluate.py's scoring) of the export and of predict_video.py given the
+    prompts the browser made."""
+    import json
+
+    from eval import EvaluationConfig, evaluate_predictions
+    from inference.predict_video import main as predict_main
+
+    video_dir, gt_masks = two_object_video
+    click, box = state.prompts[(1, 0)], state.prompts[(2, 0)]
+    (tmp_path / "p.json").write_text(json.dumps({"prompts": [
+        {"obj_id": 1, "frame": 0, "points": [[x, y, lab] for (x, y), lab in zip(click.points, click.labels)]},
+        {"obj_id": 2, "frame": 0, "box": box.box}]}))
+    assert predict_main(["--video_path", str(video_dir), "--checkpoint", str(checkpoint), "--model_cfg", "mini",
+                         "--memory", "tsms", "--prompts", str(tmp_path / "p.json"),
+                         "--output_dir", str(tmp_path / "pred"), "--quiet"]) == 0
+    gt = write_ground_truth(tmp_path / "gt", "clip", gt_masks)
+    return [evaluate_predictions(EvaluationConfig(d, gt, workers=1, progress=False)).across_objects["dice"].mean
+            for d in (state.output_dir, tmp_path / "pred")]
+
+
+def test_click_box_track_correct_export_in_chromium(server, two_object_video, mini_checkpoint, tmp_path, restore_logging):
     from playwright.sync_api import sync_playwright
 
     state, url = server
@@ -88,6 +109,11 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, tm
         page.click("#track-forward")
         _wait_status(page, "tracked 14 frames")
         assert all(state.store.has(t) for t in range(14))
+        page.click("#export")
+        _wait_status(page, "exported to")
+        dice_ours, dice_predict = _dice_vs_predict_video(state, two_object_video, mini_checkpoint, tmp_path)
+        assert dice_ours == pytest.approx(dice_predict, abs=1e-12)
+        page.evaluate("document.getElementById('status').textContent = ''")
 
         page.keyboard.press("Shift+ArrowLeft")  # tracking left the page on frame 13
         page.keyboard.press("Shift+ArrowLeft")
