@@ -155,7 +155,34 @@ def test_cancel_stops_tracking(annotator):
     state.store.update = update_then_cancel
     job = _track(state, client)
     assert job["cancelled"] and job["done"] == 1
+    assert state.dirty == {1: 0, 2: 0}  # not tracked through: the next Track does them again
     assert client.post("/api/track/cancel").status_code == 409
+
+
+def test_editing_objects_while_tracking(annotator):
+    """Names and new objects do not wait for tracking; prompts are refused until it ends."""
+    import threading
+
+    state, client = annotator
+    _prompt_two_objects(client)
+    release = threading.Event()
+    update = state.store.update
+
+    def slow_update(*a, **k):
+        release.wait(10)
+        update(*a, **k)
+
+    state.store.update = slow_update
+    assert client.post("/api/track", json={}).status_code == 202
+    try:
+        assert client.patch("/api/objects/1", json={"name": "renamed"}).json()["name"] == "renamed"
+        assert client.post("/api/objects", json={}).json()["id"] == 3
+        r = client.post("/api/prompt/point", json={"obj_id": 1, "frame": 0, "x": 5, "y": 5})
+        assert r.status_code == 409 and "tracking is running" in r.json()["error"]
+        assert client.post("/api/export").status_code == 409
+    finally:
+        release.set()
+    assert state.wait().done == 14
 
 
 def test_preset_switch_keeps_prompts(annotator):

@@ -59,7 +59,8 @@ class AnnotatorState:
         self.store = MaskStore(self.height, self.width)
         self.job: Optional[TrackJob] = None
         self.exported = False
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the tracker: prompts and tracking (held for a whole job)
+        self._meta_lock = threading.RLock()  # names, types and the session file (free while tracking)
         self.session = self._new_session()
 
     # ------------------------------------------------------------------ model
@@ -116,7 +117,7 @@ class AnnotatorState:
 
     # ------------------------------------------------------------------ objects
     def add_object(self, name: Optional[str] = None, type: str = "", obj_id: Optional[int] = None) -> AnnotatedObject:
-        with self._lock:
+        with self._meta_lock:
             if obj_id is None:
                 obj_id = max(self.objects, default=0) + 1
             if not 0 < obj_id < 256 or obj_id in self.objects:
@@ -128,7 +129,7 @@ class AnnotatorState:
             return obj
 
     def update_object(self, obj_id: int, name: Optional[str] = None, type: Optional[str] = None) -> AnnotatedObject:
-        with self._lock:
+        with self._meta_lock:
             obj = self.check_object(obj_id)
             if name is not None:
                 obj.name = _clean_name(name) or obj.name
@@ -370,7 +371,8 @@ class AnnotatorState:
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
-        session_file.save(self)
+        with self._meta_lock:
+            session_file.save(self)
 
     def close(self) -> None:
         if self.job is not None and self.job.running:
