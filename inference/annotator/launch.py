@@ -1,0 +1,81 @@
+"""Opening an annotator (new or resumed) and serving it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from pathlib import Path
+from typing import Callable, Optional
+
+from inference.annotator import session_file
+from inference.annotator.export import inside, load_masks
+from inference.annotator.state import AnnotatorError, AnnotatorState
+from inference.video_sources import open_video_source
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def open_annotator(video_path, make_predictor: Callable[[str], object], output_dir, *, masks_dir=None,
+                   preset: str = "tsms", threshold: float = 0.5, evict: bool = True) -> AnnotatorState:
+    """The annotator state for a video: resumed from ``output_dir`` if it holds a session
+    (and its last export), then ``masks_dir`` masks loaded on top for correction.
+    ``video_path`` may also be an open frame source."""
+    source = video_path if hasattr(video_path, "read") else open_video_source(str(video_path))
+    if getattr(source, "live", False):
+        raise UserError("the annotator needs a recorded video (mp4 or frame folder), not a live stream")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output_dir {output_dir} exists and is not a folder")
+    _remove_stale_temp_files(output_dir, source.name)
+    saved = session_file.read(output_dir)
+    try:
+        state = AnnotatorState(source, make_predictor, output_dir, preset=preset, threshold=threshold, evict=evict)
+    except AnnotatorError as exc:
+        raise UserError(str(exc)) from None
+    inside(state.output_dir, source.name)  # the video's name must be a plain folder name
+    if saved is not None:
+        session_file.restore(state, saved)
+        exported = state.output_dir / source.name
+        if state.exported and exported.is_dir():
+            load_masks(state, exported)
+            state.dirty.clear()  # the export holds their tracked masks
+    if masks_dir is not None:
+        load_masks(state, Path(masks_dir))
+    state.save()
+    return state
+
+
+def _remove_stale_temp_files(output_dir: Path, video: str) -> None:
+    """Temp files an earlier run left behind when killed (only names we make)."""
+    if not output_dir.is_dir():
+        return
+    stale = list(output_dir.glob(f".{video}.export-*")) + list(output_dir.glob(f".{session_file.SESSION_NAME}.*.tmp"))
+    stale += list((output_dir / "overlays").glob(f".{video}.tmp.mp4")) + list((output_dir / "coco").glob(f".{video}.json.*.tmp"))
+    for path in stale:
+        log.info("removing a stale temporary file of an earlier run: %s", path)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (port in use? try --port)") from None
+
+
+def serve(state: AnnotatorState, host: str = "127.0.0.1", port: int = 8765, token: Optional[str] = None) -> None:
+    """Serve until Ctrl-C. Any host but the loopback needs a token."""
+    import uvicorn
+
+    from inference.annotator.server import create_app
+
+    if host not in LOCAL_HOSTS and not token:
+        raise UserError(f"--host {host} exposes the annotator: it needs a token")
+    check_port_free(host, port)
+    uvicorn.run(create_app(state, token=token), host=host, port=port, log_level="warning")

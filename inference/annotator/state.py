@@ -1,0 +1,386 @@
+"""What the annotator knows: the video, the objects, their prompts, masks and tracking job.
+
+Every change goes through :class:`AnnotatorState`; the web server only translates HTTP to
+these calls. Tracking runs in a background thread (one job at a time) so the page can poll
+progress and show masks while they are computed; prompting waits until it is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from data.endovis17 import INSTRUMENT_TYPES
+from inference.annotator import quality, session_file
+from inference.annotator.records import AnnotatedObject, AnnotatorError, FramePrompt, LockedSource, TrackJob
+from inference.annotator.store import MaskStore
+from models.session import DIRECTIONS, TrackingSession
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("tsms", "tsms_fast", "sam2")
+OBJECT_TYPES = tuple(INSTRUMENT_TYPES.values())
+
+
+class AnnotatorState:
+    """One video being annotated.
+
+    Args:
+        source: a frame source (``inference.video_sources.open_video_source``).
+        make_predictor: preset name -> video predictor (built once per preset).
+        output_dir: where the session and the exports go (``inference.annotator.export``).
+        preset: the memory preset to start with.
+        threshold: object-presence probability under which a tracked frame is flagged.
+        evict: let the tracker drop outputs its memory can no longer reach (flat memory).
+    """
+
+    def __init__(self, source, make_predictor: Callable[[str], object], output_dir, *, preset: str = "tsms",
+                 threshold: float = 0.5, evict: bool = True):
+        if preset not in PRESETS:
+            raise AnnotatorError(400, f"unknown memory preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        self.source = LockedSource(source)
+        self.num_frames = len(source)
+        self.height, self.width = source.height, source.width
+        self.output_dir = Path(output_dir).resolve()
+        self.make_predictor, self._predictors = make_predictor, {}
+        self.preset, self.threshold, self.evict = preset, float(threshold), evict
+        self.objects: Dict[int, AnnotatedObject] = {}
+        self.prompts: Dict[Tuple[int, int], FramePrompt] = {}
+        self.history: List[Tuple[int, int, str]] = []  # (obj_id, frame, "point"|"box"|"mask")
+        self.dirty: Dict[int, int] = {}  # obj_id -> earliest frame prompted since it was last tracked
+        self.loaded_ids: set = set()  # objects whose masks came from files (corrections start from them)
+        self.store = MaskStore(self.height, self.width)
+        self.job: Optional[TrackJob] = None
+        self.exported = False
+        self._lock = threading.RLock()  # the tracker: prompts and tracking (held for a whole job)
+        self._meta_lock = threading.RLock()  # names, types and the session file (free while tracking)
+        self.session = self._new_session()
+
+    # ------------------------------------------------------------------ model
+    def predictor(self, preset: str):
+        if preset not in self._predictors:
+            log.info("building the predictor for memory preset %s", preset)
+            self._predictors[preset] = self.make_predictor(preset)
+        return self._predictors[preset]
+
+    def _new_session(self) -> TrackingSession:
+        predictor = self.predictor(self.preset)
+        quality.watch_decoder(predictor)
+        return TrackingSession(predictor, self.source, evict_outputs=self.evict)
+
+    def set_preset(self, preset: str) -> None:
+        """Track with another memory preset: a new session with the same prompts; every
+        object is re-tracked on the next Track."""
+        if preset not in PRESETS:
+            raise AnnotatorError(400, f"unknown memory preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        with self._idle():
+            if preset == self.preset:
+                return
+            self.preset = preset
+            self.session.close()
+            self.session = self._new_session()
+            self.replay_prompts()
+            self.save()
+
+    def replay_prompts(self) -> None:
+        for (obj_id, frame) in sorted(self.prompts, key=lambda k: (k[1], k[0])):
+            self._apply(obj_id, frame)
+        for obj_id in {o for o, _ in self.prompts}:
+            self.dirty[obj_id] = self.first_prompt_frame(obj_id)
+
+    # ------------------------------------------------------------------ checks
+    def check_frame(self, frame: int) -> int:
+        if not 0 <= frame < self.num_frames:
+            raise AnnotatorError(404, f"frame {frame} is outside the video (0..{self.num_frames - 1})")
+        return frame
+
+    def check_object(self, obj_id: int) -> AnnotatedObject:
+        if obj_id not in self.objects:
+            raise AnnotatorError(404, f"unknown object {obj_id} (objects: {sorted(self.objects) or 'none'})")
+        return self.objects[obj_id]
+
+    def _check_xy(self, x: float, y: float) -> None:
+        if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= self.width and 0 <= y <= self.height):
+            raise AnnotatorError(422, f"point ({x}, {y}) is outside the {self.width}x{self.height} frame")
+
+    def _idle(self):
+        if self.job is not None and self.job.running:
+            raise AnnotatorError(409, "tracking is running; wait for it or cancel it first")
+        return self._lock
+
+    # ------------------------------------------------------------------ objects
+    def add_object(self, name: Optional[str] = None, type: str = "", obj_id: Optional[int] = None) -> AnnotatedObject:
+        with self._meta_lock:
+            if obj_id is None:
+                obj_id = max(self.objects, default=0) + 1
+            if not 0 < obj_id < 256 or obj_id in self.objects:
+                raise AnnotatorError(422, f"object id {obj_id} is taken or outside 1..255")
+            self._check_type(type)
+            obj = AnnotatedObject(obj_id, _clean_name(name) or f"object {obj_id}", type)
+            self.objects[obj_id] = obj
+            self.save()
+            return obj
+
+    def update_object(self, obj_id: int, name: Optional[str] = None, type: Optional[str] = None) -> AnnotatedObject:
+        with self._meta_lock:
+            obj = self.check_object(obj_id)
+            if name is not None:
+                obj.name = _clean_name(name) or obj.name
+            if type is not None:
+                self._check_type(type)
+                obj.type = type
+            self.save()
+            return obj
+
+    @staticmethod
+    def _check_type(type: str) -> None:
+        if type and type not in OBJECT_TYPES:
+            raise AnnotatorError(422, f"unknown instrument type {type!r}; choose one of {', '.join(OBJECT_TYPES)}")
+
+    def delete_object(self, obj_id: int) -> None:
+        with self._idle():
+            self.check_object(obj_id)
+            if obj_id in self.session.obj_ids:
+                self.session.remove_object(obj_id)
+            del self.objects[obj_id]
+            self.prompts = {k: v for k, v in self.prompts.items() if k[0] != obj_id}
+            self.history = [h for h in self.history if h[0] != obj_id]
+            self.dirty.pop(obj_id, None)
+            self.loaded_ids.discard(obj_id)
+            self.store.remove_object(obj_id)
+            self.save()
+
+    # ------------------------------------------------------------------ prompts
+    def add_point(self, obj_id: int, frame: int, x: float, y: float, positive: bool = True) -> dict:
+        with self._idle():
+            self.check_object(obj_id), self.check_frame(frame), self._check_xy(x, y)
+            prompt = self._prompt_for(obj_id, frame)
+            prompt.points.append([float(x), float(y)])
+            prompt.labels.append(1 if positive else 0)
+            return self._prompted(obj_id, frame, "point")
+
+    def add_box(self, obj_id: int, frame: int, box) -> dict:
+        with self._idle():
+            self.check_object(obj_id), self.check_frame(frame)
+            if len(box) != 4:
+                raise AnnotatorError(422, "a box is [x1, y1, x2, y2]")
+            x1, y1, x2, y2 = (float(v) for v in box)
+            self._check_xy(x1, y1), self._check_xy(x2, y2)
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                raise AnnotatorError(422, f"box {list(box)} has no area (x1 < x2 and y1 < y2 needed)")
+            prompt = self._prompt_for(obj_id, frame)
+            if prompt.box is not None:
+                self.history = [h for h in self.history if h != (obj_id, frame, "box")]
+            prompt.box = [x1, y1, x2, y2]
+            return self._prompted(obj_id, frame, "box")
+
+    def add_mask(self, obj_id: int, frame: int, mask: np.ndarray) -> dict:
+        with self._idle():
+            self.check_object(obj_id), self.check_frame(frame)
+            if mask.shape != (self.height, self.width) or not mask.any():
+                raise AnnotatorError(422, f"a mask prompt must be a non-empty {self.width}x{self.height} mask")
+            self.prompts[(obj_id, frame)] = FramePrompt(mask=mask.astype(bool))
+            return self._prompted(obj_id, frame, "mask")
+
+    def _prompt_for(self, obj_id: int, frame: int) -> FramePrompt:
+        """The object's prompt on the frame; a correction of loaded masks starts from them."""
+        key = (obj_id, frame)
+        if key not in self.prompts:
+            self.prompts[key] = FramePrompt()
+            seed = self.store.labels(frame) == obj_id
+            if obj_id in self.loaded_ids and seed.any():
+                self.prompts[key].mask = seed
+        return self.prompts[key]
+
+    def _prompted(self, obj_id: int, frame: int, kind: str) -> dict:
+        start = time.perf_counter()
+        self.history.append((obj_id, frame, kind))
+        self._apply(obj_id, frame)
+        self.dirty[obj_id] = min(self.dirty.get(obj_id, frame), frame)
+        self.save()
+        labels = self.store.labels(frame)
+        return {"obj_id": obj_id, "frame": frame, "area": int((labels == obj_id).sum()),
+                "score": self.store.scores.get(obj_id, {}).get(frame), "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+    def _apply(self, obj_id: int, frame: int) -> None:
+        """Send the object's prompt on the frame to the tracker and store the new mask."""
+        prompt = self.prompts.get((obj_id, frame))
+        if prompt is None or prompt.empty():
+            self.prompts.pop((obj_id, frame), None)
+            if obj_id in self.session.obj_ids:
+                with torch.inference_mode():
+                    self.session.predictor.clear_all_prompts_in_frame(self.session.state, frame, obj_id, need_output=False)
+                if not self.session.prompted_frames(obj_id):
+                    self.session.remove_object(obj_id)
+            self.store.remove_object(obj_id, [frame])
+            return
+        result = None
+        with quality.recording() as ious:
+            if prompt.mask is not None:
+                result = self.session.add_mask(frame, obj_id, prompt.mask)
+            if prompt.points or prompt.box is not None:
+                result = self.session.add_points(frame, obj_id, prompt.points or None, prompt.labels or None,
+                                                 box=prompt.box, clear=prompt.mask is None)
+        row = result.obj_ids.index(obj_id)
+        self.store.update(frame, [obj_id], result.mask_logits[row:row + 1], list(self.objects), result.object_scores,
+                          quality.take_last(ious, [obj_id]))
+
+    def undo(self) -> dict:
+        """Take back the last prompt (a click, a box or a mask)."""
+        with self._idle():
+            if not self.history:
+                raise AnnotatorError(409, "nothing to undo")
+            obj_id, frame, kind = self.history.pop()
+            prompt = self.prompts[(obj_id, frame)]
+            if kind == "point":
+                prompt.points.pop(), prompt.labels.pop()
+            elif kind == "box":
+                prompt.box = None
+            else:
+                prompt.mask = None
+            self._apply(obj_id, frame)
+            self.dirty[obj_id] = min(self.dirty.get(obj_id, frame), frame)
+            self.save()
+            return {"obj_id": obj_id, "frame": frame, "undone": kind}
+
+    def first_prompt_frame(self, obj_id: int) -> Optional[int]:
+        frames = [f for o, f in self.prompts if o == obj_id]
+        return min(frames) if frames else None
+
+    def prompted_objects(self) -> List[int]:
+        return sorted({o for o, _ in self.prompts})
+
+    # ------------------------------------------------------------------ tracking
+    def start_tracking(self, direction: str = "forward", obj_ids: Optional[List[int]] = None) -> TrackJob:
+        """Track in the background. By default the objects prompted since they were last
+        tracked, each from its earliest new prompt (all objects if none is new)."""
+        if direction not in DIRECTIONS:
+            raise AnnotatorError(422, f"direction must be one of {', '.join(DIRECTIONS)}")
+        with self._idle():
+            prompted = self.prompted_objects()
+            if not prompted:
+                raise AnnotatorError(409, "nothing to track: prompt an object first")
+            for obj_id in obj_ids or []:
+                self.check_object(obj_id)
+                if obj_id not in prompted:
+                    raise AnnotatorError(409, f"object {obj_id} has no prompt yet")
+            targets = obj_ids or [o for o in prompted if o in self.dirty] or prompted
+            groups: Dict[int, List[int]] = {}
+            for obj_id in targets:
+                start = self.dirty.get(obj_id, self.first_prompt_frame(obj_id)) if not obj_ids else self.first_prompt_frame(obj_id)
+                groups.setdefault(start, []).append(obj_id)
+            span = {"forward": lambda s: self.num_frames - s, "reverse": lambda s: s + 1, "both": lambda s: self.num_frames}
+            self.job = TrackJob(direction, sorted(targets), total=sum(span[direction](s) for s in groups))
+            thread = threading.Thread(target=self._track, args=(self.job, groups), name="annotator-track", daemon=True)
+            thread.start()
+            return self.job
+
+    def _track(self, job: TrackJob, groups: Dict[int, List[int]]) -> None:
+        start_time = time.perf_counter()
+        try:
+            with self._lock:
+                for start, ids in sorted(groups.items()):
+                    self._track_group(job, start, ids)
+                    if job.cancel.is_set():
+                        job.cancelled = True
+                        break
+                    for obj_id in ids:
+                        self.dirty.pop(obj_id, None)
+        except Exception as exc:  # the page shows it; the session stays usable
+            log.exception("tracking failed")
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.seconds = round(time.perf_counter() - start_time, 3)
+            job.running = False
+
+    def _track_group(self, job: TrackJob, start: int, ids: List[int]) -> None:
+        everyone = list(self.objects)  # their pixels survive unless they are tracked here
+        subset = None if set(ids) == set(self.session.obj_ids) else ids
+        first = {o: self.first_prompt_frame(o) for o in everyone}
+        frames = self.session.propagate(direction=job.direction, start_frame=start, obj_ids=subset)
+        try:
+            with quality.recording() as ious:
+                self._store_tracked(job, frames, first, everyone, ious)
+        finally:
+            frames.close()
+
+    def _store_tracked(self, job: TrackJob, frames, first, everyone, ious) -> None:
+        for result in frames:
+            logits, hidden = result.mask_logits, []
+            if job.direction == "forward":  # no mask before an object's first prompt, as predict_video.py
+                hidden = [i for i, o in enumerate(result.obj_ids) if (first.get(o) or 0) > result.frame_idx]
+                if hidden:
+                    logits = logits.clone()
+                    logits[hidden] = -1.0
+            shown = {o for i, o in enumerate(result.obj_ids) if i not in hidden}
+            iou = quality.take_last(ious, result.obj_ids) or {}  # empty on prompted frames: kept from the prompt
+            self.store.update(result.frame_idx, result.obj_ids, logits, everyone,
+                              {o: v for o, v in result.object_scores.items() if o in shown},
+                              {o: v for o, v in iou.items() if o in shown})
+            job.done, job.frame = job.done + 1, result.frame_idx
+            if job.cancel.is_set():
+                break
+
+    def cancel_tracking(self) -> dict:
+        if self.job is None or not self.job.running:
+            raise AnnotatorError(409, "no tracking is running")
+        self.job.cancel.set()
+        return self.job.as_dict()
+
+    def wait(self, timeout: float = 600.0) -> Optional[TrackJob]:
+        """Block until the tracking job ends (tests, scripts)."""
+        deadline = time.time() + timeout
+        while self.job is not None and self.job.running and time.time() < deadline:
+            time.sleep(0.02)
+        return self.job
+
+    # ------------------------------------------------------------------ reading
+    def timeline(self) -> dict:
+        """Per object and frame: presence probability and predicted IoU (None: not tracked),
+        and the frames flagged for a look (probability under the threshold)."""
+        out = {}
+        for obj_id in self.objects:
+            scores = self.store.scores.get(obj_id, {})
+            probs = [None] * self.num_frames
+            for frame, logit in scores.items():
+                probs[frame] = round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit)))), 4)
+            flagged = [f for f, p in enumerate(probs) if p is not None and p < self.threshold]
+            iou = [None] * self.num_frames
+            for frame, value in self.store.ious.get(obj_id, {}).items():
+                iou[frame] = round(value, 4)
+            out[str(obj_id)] = {"prob": probs, "iou": iou, "flagged": flagged}
+        return {"threshold": self.threshold, "objects": out, "version": self.store.version}
+
+    def info(self) -> dict:
+        return {
+            "video": self.source.name, "num_frames": self.num_frames, "width": self.width, "height": self.height,
+            "fps": self.source.fps, "preset": self.preset, "presets": list(PRESETS), "types": list(OBJECT_TYPES),
+            "threshold": self.threshold, "objects": [o.as_dict() for o in self.objects.values()],
+            "prompts": [{"obj_id": o, "frame": f} for o, f in sorted(self.prompts)],
+            "can_undo": bool(self.history), "dirty": {str(k): v for k, v in self.dirty.items()},
+            "version": self.store.version, "output_dir": str(self.output_dir),
+            "job": self.job.as_dict() if self.job else None,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self) -> None:
+        with self._meta_lock:
+            session_file.save(self)
+
+    def close(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel.set()
+            self.wait(30)
+        self.session.close()
+
+
+def _clean_name(name: Optional[str]) -> str:
+    """Names are shown and exported, never used in paths; keep them printable and short."""
+    return "".join(ch for ch in str(name or "") if ch.isprintable())[:80].strip()
