@@ -25,7 +25,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from eval import synthetic_pipeline as pipe  # noqa: E402
-from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.mask_io import frame_file_name, frame_number, write_label_png, write_rgb
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_dir, atomic_write, inside, plain_name
 
 log = logging.getLogger(__name__)

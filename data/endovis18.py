@@ -34,7 +34,7 @@ from data.endovis import (
     require_file, resolve_splits,
 )
 from data.mask_io import frame_number, read_rgb
-from utils.cli import UserError
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

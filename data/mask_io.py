@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ Sampling rule:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
@@ -35,7 +34,6 @@ from tqdm import tqdm
 
 from data.samplers import ClipIndices, TemporalSampler, clip_span
 
-log = logging.getLogger(__name__)
 
 _EPS = 1e-4
 

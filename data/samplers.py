@@ -22,7 +22,7 @@ from typing import List, Optional, Protocol, Sequence
 
 import numpy as np
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import argparse  # noqa: E402
 import math  # noqa: E402
 
 from data.synthetic_scenarios import SCENARIOS  # noqa: E402
-from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 

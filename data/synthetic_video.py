@@ -44,7 +44,7 @@ from data.synthetic_scene import (
     TissueBackground, cast_shadow, fill_polygons, instrument_polygons, polygons_bbox, shade_instrument,
 )
 from data.synthetic_tracks import InstrumentTrack, plan_instruments  # noqa: F401  (re-exported)
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_dir
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from data.mask_io import IMAGE_EXTENSIONS, MASK_EXTENSION, check_label_png, list_frames, read_label_png, read_rgb
-from utils.cli import UserError
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

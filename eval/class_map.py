@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 IDENTITY = "identity"
 DEFAULT_KEY = "*"

@@ -17,7 +17,8 @@ from eval.evaluation import EvaluationConfig, evaluate_predictions  # noqa: E402
 from eval.metrics import DAVIS_BOUND_TH  # noqa: E402
 from eval.scenarios import DEFAULT_EVENT_WINDOW, format_scenario_table  # noqa: E402
 from eval.report import format_table, write_dice_plot, write_json, write_object_csv  # noqa: E402
-from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.io import check_writable  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 

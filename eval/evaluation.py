@@ -21,7 +21,7 @@ from eval.masks import list_videos
 from eval.metrics import DAVIS_BOUND_TH
 from eval.scenarios import DEFAULT_EVENT_WINDOW, find_meta, load_meta, scenario_report
 from eval.scoring import ScoringOptions, VideoScores, score_video
-from utils.cli import UserError
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

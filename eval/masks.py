@@ -16,7 +16,6 @@ Frames are matched across the two sides by file stem; order is natural ("2" < "1
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -25,9 +24,8 @@ import cv2
 import numpy as np
 
 from data.mask_io import natural_key, read_label_png
-from utils.cli import UserError
+from utils.errors import UserError
 
-logger = logging.getLogger(__name__)
 
 MASK_SUFFIX = ".png"
 

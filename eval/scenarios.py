@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from eval.aggregate import EvaluationResult, summarize
-from utils.cli import UserError
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

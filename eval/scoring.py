@@ -21,7 +21,7 @@ from eval.class_map import ClassMap
 from data.mask_io import natural_key
 from eval.masks import LabelFrame, empty_frame, scan_video
 from eval.metrics import DAVIS_BOUND_TH, binary_mask_scores, region_counts
-from utils.cli import UserError
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

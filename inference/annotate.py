@@ -12,7 +12,8 @@ import logging  # noqa: E402
 import secrets  # noqa: E402
 import socket  # noqa: E402
 
-from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 from inference.annotator.launch import LOCAL_HOSTS  # noqa: E402

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterator, List
 
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_write, check_writable, inside, plain_name
 
 log = logging.getLogger(__name__)

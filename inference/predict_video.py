@@ -12,7 +12,8 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from inference.prompts import PROMPT_TYPES  # noqa: E402
-from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 from data.mask_io import read_label_png  # re-exported: callers read prompt masks with it
-from utils.cli import UserError
+from utils.errors import UserError
 
 PROMPT_TYPES = ("mask", "box", "point")
 

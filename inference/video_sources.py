@@ -8,7 +8,6 @@ names as the ground truth. Nothing is preloaded: a 1-hour video costs no more me
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
@@ -19,9 +18,8 @@ from PIL import Image, UnidentifiedImageError
 
 from data.mask_io import list_frames, natural_key
 from models.frames import EndOfStream
-from utils.cli import UserError
+from utils.errors import UserError
 
-log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
@@ -216,7 +214,3 @@ def list_video_dirs(images_root: Union[str, Path]) -> List[Path]:
     root = Path(images_root)
     return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: natural_key(p.name))
-
-
-def list_frame_names(source) -> List[str]:
-    return [source.frame_name(i) for i in range(len(source))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,7 +12,6 @@ from PIL import Image
 
 from data.mask_io import davis_palette, write_label_png
 
-log = logging.getLogger(__name__)
 
 
 def logits_to_label_map(obj_ids: Sequence[int], logits: torch.Tensor, height: int, width: int) -> np.ndarray:

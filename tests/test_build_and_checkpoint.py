@@ -13,7 +13,6 @@ from sam2.modeling.memory_attention import MemoryAttention
 from models import (
     CheckpointError,
     TSMSMemoryAttention,
-    MemorySpec,
     build_model,
     build_tsms_sam2_video_predictor,
     read_checkpoint,

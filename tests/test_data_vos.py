@@ -11,7 +11,7 @@ from data.samplers import MultiScaleTemporalSampler, UniformTemporalSampler
 from data.transforms import ClipTransforms
 from data.vos_dataset import VOSDataset
 from data.vos_index import scan_vos_root
-from utils.cli import UserError
+from utils.errors import UserError
 
 SIZE = 32
 

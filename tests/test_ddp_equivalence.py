@@ -24,7 +24,7 @@ from models import read_checkpoint
 from training.config import compose_train_config
 from training.prompts import ObjectRows, PromptConfig, plan_prompts
 from training.trainer import train
-from utils.cli import UserError
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 REL_TOL, ABS_TOL, DISTANCE_TOL = 1e-5, 1e-5, 1e-4

@@ -16,7 +16,8 @@ from tests.test_prepare_endovis import _make_dataset17
 from training.config import check_train_config, compose_train_config
 from training.prompts import PromptConfig
 from training.run_dir import RunDir, prepare_run_dir
-from utils.cli import UserError, run_cli
+from utils.cli import run_cli
+from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 

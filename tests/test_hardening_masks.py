@@ -19,7 +19,7 @@ from data.vos_index import scan_vos_root
 from eval.masks import scan_video
 from inference.prompts import masks_from_label_png, prompts_from_json
 from inference.video_sources import ImageFolderSource
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_dir, atomic_write, inside, plain_name
 
 

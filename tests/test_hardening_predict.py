@@ -22,7 +22,7 @@ from inference.outputs import MARKER, merge_summary
 from inference.predict import VideoResult, run_videos, segment_video, write_summary
 from inference.prompts import Prompt
 from inference.video_sources import ImageFolderSource, list_video_dirs, open_video_source
-from utils.cli import UserError
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 HW = (32, 32)

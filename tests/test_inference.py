@@ -21,7 +21,8 @@ from inference.predict_video import main
 from inference.video_sources import StreamSource, open_video_source
 from models import build_tsms_sam2_video_predictor
 from tests.conftest import make_two_object_video
-from utils.cli import UserError, run_cli
+from utils.cli import run_cli
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 N_FRAMES = 12
@@ -147,7 +148,7 @@ def test_reverse_covers_frames_before_the_prompt(vos_root, mini_checkpoint, tmp_
 
 
 def test_eviction_gives_identical_results_over_60_frames(tmp_path, mini_checkpoint):
-    masks = make_two_object_video(tmp_path / "long", num_frames=60)
+    make_two_object_video(tmp_path / "long", num_frames=60)
     predictor = build_tsms_sam2_video_predictor("mini", str(mini_checkpoint), memory="tsms")
 
     def run(evict):

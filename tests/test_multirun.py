@@ -13,7 +13,8 @@ import yaml
 
 from training.multirun import expand_sweep, run_sweep, split_multirun_flag
 from training.result import TrainResult
-from utils.cli import UserError, run_cli
+from utils.cli import run_cli
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tsms_sam2_surg.yaml"

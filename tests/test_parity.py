@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from sam2.build_sam import build_sam2_video_predictor
 
 from models import TrackingSession, build_tsms_sam2_video_predictor

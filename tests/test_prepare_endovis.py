@@ -15,7 +15,8 @@ from data.endovis18 import SCENE_CLASSES, SPLITS, prepare_endovis18
 from data.mask_io import read_label_png, read_rgb
 from data.prepare_endovis17 import main as main17
 from data.prepare_endovis18 import main as main18
-from utils.cli import UserError, run_cli
+from utils.cli import run_cli
+from utils.errors import UserError
 
 H17, W17 = 1080, 1920
 PROGRASP = (slice(100, 200), slice(400, 600))  # raw coordinates

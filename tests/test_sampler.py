@@ -8,7 +8,7 @@ import pytest
 
 from data.motion_sampler import MotionAdaptiveTemporalSampler, estimate_motion, object_centroids
 from data.samplers import ClipIndices, MultiScaleTemporalSampler, UniformTemporalSampler
-from utils.cli import UserError
+from utils.errors import UserError
 
 
 @dataclass

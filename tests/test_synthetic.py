@@ -12,7 +12,8 @@ from data.mask_io import read_label_png, read_rgb
 from data.motion_sampler import estimate_motion
 from data.synthetic import main as synthetic_main
 from data.synthetic_video import render_video, write_synthetic_dataset
-from utils.cli import UserError, run_cli
+from utils.cli import run_cli
+from utils.errors import UserError
 
 
 pytestmark = pytest.mark.usefixtures("restore_logging")

@@ -12,7 +12,7 @@ from models import TSMSMemoryAttention
 from training.builders import build_dataset, build_loss, build_optimizer, build_sampler, build_train_model
 from training.config import DEFAULT_CONFIG, compose_train_config, legacy_flag_overrides, parse_cli
 from training.optim import CosineSchedule, build_param_groups, freeze_image_encoder
-from utils.cli import UserError
+from utils.errors import UserError
 
 CONFIGS = Path(DEFAULT_CONFIG).parent
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))

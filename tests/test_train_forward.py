@@ -10,7 +10,7 @@ from data.collate import ClipBatch
 from training.losses import SAM2VideoLoss
 from training.model import TRAIN_MODEL_TARGET, TSMSTrainModel
 from training.prompts import PromptConfig, plan_prompts, sample_box, sample_click
-from utils.cli import UserError
+from utils.errors import UserError
 
 T, SIZE = 4, 128
 

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from utils.bootstrap import REPO_ROOT
-from utils.cli import UserError
+from utils.errors import UserError
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tsms_sam2_surg.yaml"
 

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_write
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 
 @dataclass(frozen=True)

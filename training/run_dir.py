@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from utils.bootstrap import REPO_ROOT
-from utils.cli import UserError
+from utils.errors import UserError
 from utils.io import atomic_write
 
 log = logging.getLogger(__name__)

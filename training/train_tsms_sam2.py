@@ -17,7 +17,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import logging  # noqa: E402
 
-from utils.cli import UserError, run_cli  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 log = logging.getLogger("train_tsms_sam2")

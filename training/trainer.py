@@ -43,7 +43,7 @@ from training.state import (TrainState, find_resume_checkpoint, read_training_ch
                             save_training_checkpoint, step_seed)
 from training.tb_logger import TensorBoardLogger, prediction_panel
 from training.validation import VideoValidator
-from utils.cli import UserError
+from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 PathLike = Union[str, os.PathLike]
 
