@@ -44,6 +44,17 @@ def _batch(num_frames=T, absent_frame=None):
 
 
 # ------------------------------------------------------------------ prompts
+def test_two_frame_clips_keep_a_frame_tracked_from_memory():
+    """With 2 frames and up to 2 conditioning frames, frame 1 is never a prompted frame, so a
+    mask-prompted clip still has a loss that depends on the model (it crashed before)."""
+    gt = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    gt[:, 0, 4:9, 4:9] = True
+    config = PromptConfig(prob_point_input=0.0, max_init_cond_frames=2, rand_init_cond_frames=False)
+    assert all(plan_prompts(gt, config, _gen(seed)).init_cond_frames == [0] for seed in range(5))
+    longer = torch.zeros(5, 1, 16, 16, dtype=torch.bool)
+    assert len(plan_prompts(longer, config, _gen(0)).init_cond_frames) == 2  # unchanged for longer clips
+
+
 def test_click_is_sampled_from_the_error_region():
     gt = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
     gt[0, 0, 2:5, 2:5] = True

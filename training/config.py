@@ -111,7 +111,8 @@ def check_train_config(cfg: DictConfig) -> None:
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     _require(cfg, "batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1", " (--batch_size)")
     _require(cfg, "epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1", " (--epochs)")
-    _require(cfg, "num_frames", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    _require(cfg, "num_frames", lambda v: is_int(v) and v >= 2, "an integer >= 2",
+             " (a clip needs a frame tracked from memory)")
     _require(cfg, "max_num_objects", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     _require(cfg, "resolution", lambda v: is_int(v) and v >= 32 and v % 32 == 0, "a multiple of 32")
     for key in ("base_lr", "vision_lr"):

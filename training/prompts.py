@@ -234,7 +234,7 @@ def plan_prompts(gt_masks: torch.Tensor, config: PromptConfig, generator: torch.
     num_cond = config.max_init_cond_frames
     if config.rand_init_cond_frames and num_cond > 1:
         num_cond = _randint(1, num_cond, generator)
-    num_cond = min(num_cond, num_frames)
+    num_cond = min(num_cond, max(1, num_frames - 1))  # keep a frame that is tracked from memory (a loss)
     init_cond = [0] + _choose(list(range(1, num_frames)), num_cond - 1, generator)
 
     kind = "mask"
