@@ -18,11 +18,13 @@ The rule (faithful to the paper's code):
   ``m_{n-1}``; drop the ``n + prune_frames - memory_bank_size`` most similar.
 * With ``pruning_threshold`` set, only candidates scoring ``>= threshold`` may be dropped
   (still at most the counts above).
-* With ``pruning_threshold="auto"`` (the dynamic threshold, beyond the paper) the threshold
-  is the ``auto_quantile`` quantile of the candidate scores seen earlier in the same video
-  (:class:`SimilarityHistory`): a frame is dropped only if it is more redundant than usual
-  for this video, so static phases drop up to ``prune_frames`` and fast motion keeps more.
-  Until the history holds ``MIN_HISTORY`` scores, the count rule applies unchanged.
+* With ``pruning_threshold="auto"`` (the dynamic threshold, beyond the paper) each half's
+  threshold is the ``auto_quantile`` quantile of that half's candidate scores seen earlier
+  in the same video (:class:`SimilarityHistory`): a frame is dropped only if it is more
+  redundant than usual for this video, so static phases drop up to ``prune_frames`` and
+  fast motion keeps more. The halves keep separate histories because long-term candidates
+  (judged against the prompted frame) score lower than short-term ones by construction.
+  Until a half's history holds ``MIN_HISTORY`` scores, the count rule applies to it.
 
 ``m_0`` and ``m_{n-1}`` are never dropped. Ties in similarity drop the earlier frame.
 """
@@ -33,7 +35,7 @@ import contextlib
 import contextvars
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -47,18 +49,23 @@ HISTORY_WINDOW = 512  # the most recent scores it is computed from
 
 @dataclass
 class SimilarityHistory:
-    """The candidate similarity scores of one video so far (plain per-video data, kept by
-    the tracking session; the module only reads the active one)."""
+    """The candidate similarity scores of one video so far, per half (0: long-term or the
+    only group, 1: short-term); plain per-video data kept by the tracking session, the
+    module only reads the active one."""
 
-    scores: deque = field(default_factory=lambda: deque(maxlen=HISTORY_WINDOW))
+    scores: Dict[int, deque] = field(default_factory=dict)
 
-    def threshold(self, quantile: float) -> Optional[float]:
-        if len(self.scores) < MIN_HISTORY:
+    def threshold(self, half: int, quantile: float) -> Optional[float]:
+        seen = self.scores.get(half)
+        if seen is None or len(seen) < MIN_HISTORY:
             return None
-        return float(np.quantile(np.fromiter(self.scores, dtype=np.float64), quantile))
+        return float(np.quantile(np.fromiter(seen, dtype=np.float64), quantile))
 
-    def add(self, scores: Sequence[float]) -> None:
-        self.scores.extend(float(x) for x in scores)
+    def add(self, half: int, scores: Sequence[float]) -> None:
+        self.scores.setdefault(half, deque(maxlen=HISTORY_WINDOW)).extend(float(x) for x in scores)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.scores.values())
 
 
 _HISTORY: contextvars.ContextVar[Optional[SimilarityHistory]] = contextvars.ContextVar(
@@ -174,18 +181,19 @@ def select_frames_to_prune(
     dropped: List[int] = []
     groups = plan_pruning_groups(frames.shape[0], memory_bank_size, prune_frames, use_mem_split)
     dynamic = pruning_threshold == AUTO
-    if dynamic:
-        history = history if history is not None else active_similarity_history()
-        threshold = history.threshold(auto_quantile) if history is not None else None
-    else:
-        threshold = pruning_threshold
-    seen: List[float] = []
+    if dynamic and history is None:
+        history = active_similarity_history()
     for group in groups:
+        # with the split the groups are [long, short] halves (a half with too few candidates
+        # forms no group): key them by their reference, 0 for m_0, 1 for the newest frame
+        key = 0 if group.reference == 0 else 1
+        threshold = pruning_threshold
+        if dynamic:
+            threshold = history.threshold(key, auto_quantile) if history is not None else None
         scores = frame_similarity(frames[list(group.candidates)], frames[group.reference], similarity)
         dropped.extend(_choose_drops(scores, group, threshold))
-        seen.extend(scores.tolist())
-    if dynamic and history is not None:
-        history.add(seen)
+        if dynamic and history is not None:
+            history.add(key, scores.tolist())
     return sorted(dropped)
 
 

@@ -39,7 +39,7 @@ def test_static_phase_prunes_fast_motion_keeps_its_frames():
     # a mixed history: half static calls, half with motion
     for k in range(6):
         _select(_bank(0.1 if k % 2 else 2.0, seed=k), history)
-    assert len(history.scores) == 6 * 5  # 5 candidates per call: m_1, m_2 | m_3, m_4, m_5
+    assert len(history) == 6 * 5 and len(history.scores[0]) == 12  # m_1, m_2 | m_3, m_4, m_5
     static, motion = _bank(0.05, seed=100), _bank(3.0, seed=101)
     assert len(_select(static, history)) == 2  # more redundant than usual: drop the full count
     assert _select(motion, history) == []  # less redundant than usual: keep every frame
@@ -47,25 +47,30 @@ def test_static_phase_prunes_fast_motion_keeps_its_frames():
     assert len(select_frames_to_prune(motion)) == len(select_frames_to_prune(static)) == 2
 
 
-def test_threshold_is_the_quantile_of_the_videos_earlier_scores():
+def test_threshold_is_the_quantile_of_each_halfs_earlier_scores():
     history = SimilarityHistory()
-    history.add(np.linspace(0.2, 0.6, 41))
-    assert history.threshold(0.5) == pytest.approx(0.4)
-    assert history.threshold(0.75) == pytest.approx(0.5)
+    for half in (0, 1):
+        history.add(half, np.linspace(0.2, 0.6, 41))
+    assert history.threshold(0, 0.5) == pytest.approx(0.4)
+    assert history.threshold(1, 0.75) == pytest.approx(0.5)
     frames = _bank(2.0, seed=3)
     expected = select_frames_to_prune(frames, pruning_threshold=0.4)  # the fixed rule at the quantile
     assert expected == [4] and select_frames_to_prune(frames) == [2, 4]
-    before = len(history.scores)
+    before = len(history)
     assert _select(frames, history) == expected
-    assert len(history.scores) == before + 5  # this call's scores join the history
+    assert len(history) == before + 5  # this call's scores join the history
+    lopsided = SimilarityHistory()
+    lopsided.add(0, [0.99] * 20)  # the long-term half has been far more redundant so far
+    lopsided.add(1, [-1.0] * 20)
+    assert _select(frames, lopsided) == [4]  # only the short-term half drops
 
 
 def test_warm_up_uses_the_count_rule_and_no_history_means_the_count_rule():
     history = SimilarityHistory()
-    assert history.threshold(0.5) is None
+    assert history.threshold(0, 0.5) is None
     low = _bank(5.0, seed=7)
     assert len(_select(low, history)) == 2  # fewer than MIN_HISTORY scores yet
-    assert MIN_HISTORY > 5 and history.threshold(0.5) is None
+    assert MIN_HISTORY > 3 and history.threshold(1, 0.5) is None
     assert len(select_frames_to_prune(low, pruning_threshold="auto")) == 2  # no active history
 
 
@@ -88,10 +93,11 @@ def test_module_reads_the_active_history_only():
     with torch.no_grad(), similarity_history(history), record_memory_stats() as calls:
         for _ in range(3):
             module([curr], mem, [curr_pos], mem_pos)
-    assert len(history.scores) == 15 and [s.frames_kept for s in calls] == [5, 5, 5]
+    assert len(history) == 15 and [s.frames_kept for s in calls] == [5, 5, 5]
     # the same bank again, with a history of much more similar frames: nothing is redundant
     history.scores.clear()
-    history.add([0.999] * 20)
+    history.add(0, [0.999] * 20)
+    history.add(1, [0.999] * 20)
     with torch.no_grad(), similarity_history(history), record_memory_stats() as calls:
         module([curr], mem, [curr_pos], mem_pos)
     assert calls[0].frames_kept == 7
