@@ -108,7 +108,7 @@ class TSMSMemoryAttention(MemoryAttention):
         if self.pooling_active and stats.frames_kept > self.full_res_frames:
             memory, memory_pos, stats = self._pool(memory, memory_pos, stats)
             num_k_exclude_rope = stats.frames_pooled * stats.pooled_tokens_per_frame + stats.obj_ptr_tokens
-        report_memory_stats(stats)
+        report_memory_stats(stats, batch=memory.shape[1])
         # SAM2 passes num_obj_ptr_tokens on as the number of trailing keys without RoPE.
         return self.attend(curr, memory, curr_pos, memory_pos, num_k_exclude_rope)
 
