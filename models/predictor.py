@@ -17,6 +17,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 from models.eviction import forget_evicted_frame, evict_unreachable_outputs
 from models.frames import EndOfStream, LazyFrameTensors
 from models.multi_object import propagate_objects_batched
+from models.speed import run_in_fp32
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.memory_attention.register_forward_pre_hook(_match_memory_dtype, with_kwargs=True)
+        run_in_fp32(self.sam_mask_decoder)  # bf16 autocast: mask logits stay fp32-exact enough
 
     def disable_unavailable_postprocessing(self) -> None:
         """Skip hole filling quietly where sam2 would warn and skip it on every frame."""

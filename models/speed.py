@@ -12,9 +12,11 @@ length changes from frame to frame, so the attention is compiled with dynamic sh
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
+from torch.utils._pytree import tree_map
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +49,29 @@ def compile_predictor(model, *, dynamic_memory: bool = True, mode: str | None = 
         attention.compile(dynamic=dynamic_memory, mode=mode)
     log.debug("compiled image encoder and memory attention (dynamic memory: %s)", dynamic_memory)
     return model
+
+
+def _autocast_on() -> bool:
+    return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+
+
+def _to_fp32(x):
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype == torch.bfloat16 else x
+
+
+def run_in_fp32(module: torch.nn.Module) -> torch.nn.Module:
+    """Run ``module`` outside autocast, its bf16 inputs cast to fp32 (a no-op without
+    autocast). For the small heads whose outputs are thresholded (the mask decoder): their
+    cost is small, and bf16 logits near 0 would flip mask pixels."""
+    forward = module.forward
+
+    @functools.wraps(forward)
+    def fp32_forward(*args, **kwargs):
+        if not _autocast_on():
+            return forward(*args, **kwargs)
+        args, kwargs = tree_map(_to_fp32, (args, kwargs))
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return forward(*args, **kwargs)
+
+    module.forward = fp32_forward
+    return module
