@@ -6,8 +6,8 @@ For every model size and input resolution it builds sam2's ``SAM2VideoPredictor`
 CUDA, sam2's compiled ``SAM2VideoPredictorVOS``) and ours for each memory preset, dtype and
 (with ``--compile``) compiled or not; all share identical random weights and track one
 synthetic video from first-frame masks of ``--objects`` objects (ours batches them, see
-``models.multi_object``). Predictors run interleaved (A, B, C, C, B, A ...) after a
-warm-up, and only steady-state frames count (the memory bank is full from frame
+``models.multi_object``). After a warm-up, predictors track side by side, one frame each
+in turn (so load bursts on a shared machine hit all alike), and only steady-state frames count (the memory bank is full from frame
 ``num_maskmem`` on). Reported per predictor: median per-frame latency, FPS, the ratio to
 sam2's eager predictor in the same run (fp32 on CPU, bf16 autocast on CUDA, as users run
 it), attended memory tokens per frame, a per-module time breakdown (forward hooks, in a
@@ -30,7 +30,7 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 from utils.resources import current_rss_mb  # noqa: E402
@@ -148,40 +148,76 @@ def encoder_floor(predictor, image_size, device, autocast, repeats: int) -> floa
     return statistics.median(times)
 
 
-def benchmark(model, image_size, specs, video_dir, masks, device, repeats, warmup_frames) -> list:
+def track_interleaved(predictors: dict, video_dir: Path, masks, device, rotate: int = 0) -> dict:
+    """All predictors track the video side by side, one frame each in turn (the order
+    rotates every frame), so load bursts on a shared machine hit them alike. Returns
+    ``{name: {"lat": [...], "tokens": [...]}}``."""
+    import torch
+
+    from models import TrackingSession
+
+    timer, runs, frames = Timer(device), {}, {}
+    with torch.inference_mode():
+        sessions = []
+        for name, (predictor, kind, dtype) in predictors.items():
+            session = TrackingSession(predictor, video_dir, dtype=dtype, batch_objects=kind == "ours" and len(masks) > 1)
+            for obj_id, mask in enumerate(masks, 1):
+                session.add_mask(0, obj_id, mask)
+            sessions.append(session)
+            frames[name], runs[name] = session.propagate(), {"lat": [], "tokens": []}
+        names, t = list(predictors), rotate
+        while frames:
+            for name in names[t % len(names):] + names[: t % len(names)]:
+                if name not in frames:
+                    continue
+                timer.start()
+                try:
+                    frame = next(frames[name])
+                except StopIteration:
+                    del frames[name]
+                    continue
+                runs[name]["lat"].append(timer.stop())
+                runs[name]["tokens"].append(frame.attended_tokens or 0)
+            t += 1
+        for session in sessions:
+            session.close()
+    return runs
+
+
+def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats, warmup_frames) -> list:
+    """Rows for each object count of ``object_masks`` (``{n: [mask, ...]}``); the
+    predictors are built (and compiled) once for all of them."""
     from models.speed import autocast
 
     predictors = build_predictors(model, image_size, specs, device)
     steady_from = max(warmup_frames, predictors[META][0].num_maskmem)
-    runs = {name: {"lat": [], "tokens": []} for name in predictors}
-    for name, entry in predictors.items():  # warm-up (first calls, allocator, compilation), not counted
-        track_once(entry, video_dir, masks, device, max_frames=steady_from + 2)
-    for r in range(repeats):  # interleaved, alternating order against drift: A B C, C B A ...
-        for name in (list(predictors) if r % 2 == 0 else list(predictors)[::-1]):
-            got = track_once(predictors[name], video_dir, masks, device)
-            runs[name]["lat"] += got["lat"][steady_from:]
-            runs[name]["tokens"] = got["tokens"]
-            log.info("%s @%d, %d obj, %s repeat %d: median %.1f ms/frame", model, image_size, len(masks), name, r,
-                     1000 * statistics.median(got["lat"][steady_from:]))
-    profiles = {}
-    for name, entry in predictors.items():  # the per-module breakdown (all frames of one run), separately
-        got = track_once(entry, video_dir, masks, device, profile=True)
-        profiles[name] = got["times"].per_frame_ms(len(got["lat"]), sum(got["lat"]))
     meta_predictor, _, meta_dtype = predictors[META]
     floor = encoder_floor(meta_predictor, image_size, device, lambda: autocast(device, meta_dtype), repeats=max(5, repeats * 3))
-    base = statistics.median(runs[META]["lat"])
     rows = []
-    for (name, kind, memory, dtype, compiled) in specs:
-        med = statistics.median(runs[name]["lat"])
-        steady_tokens = runs[name]["tokens"][steady_from:] or runs[name]["tokens"]
-        rows.append({
-            "model": model, "image_size": image_size, "objects": len(masks), "predictor": name, "kind": kind,
-            "memory": memory, "dtype": dtype, "compiled": compiled,
-            "median_ms": round(1000 * med, 2), "fps": round(1 / med, 2), "time_vs_sam2": round(med / base, 3),
-            "speedup_vs_sam2": round(base / med, 3), "memory_tokens": round(statistics.median(steady_tokens), 1),
-            "encoder_ms": round(1000 * floor, 2), "over_floor": round(med / floor, 2),
-            "profile_ms": profiles[name], "steady_frames": len(runs[name]["lat"]),
-        })
+    for n, masks in object_masks.items():
+        runs = {name: {"lat": [], "tokens": []} for name in predictors}
+        for name, entry in predictors.items():  # warm-up (first calls, allocator, compilation), not counted
+            track_once(entry, video_dir, masks, device, max_frames=steady_from + 2)
+        for r in range(repeats):  # frame by frame side by side, see track_interleaved
+            for name, got in track_interleaved(predictors, video_dir, masks, device, rotate=r).items():
+                runs[name]["lat"] += got["lat"][steady_from:]
+                runs[name]["tokens"] = got["tokens"]
+                log.info("%s @%d, %d obj, %s repeat %d: median %.1f ms/frame", model, image_size, n, name, r,
+                         1000 * statistics.median(got["lat"][steady_from:]))
+        base = statistics.median(runs[META]["lat"])
+        for (name, kind, memory, dtype, compiled) in specs:
+            got = track_once(predictors[name], video_dir, masks, device, profile=True)  # module times, apart
+            med = statistics.median(runs[name]["lat"])
+            steady_tokens = runs[name]["tokens"][steady_from:] or runs[name]["tokens"]
+            rows.append({
+                "model": model, "image_size": image_size, "objects": n, "predictor": name, "kind": kind,
+                "memory": memory, "dtype": dtype, "compiled": compiled,
+                "median_ms": round(1000 * med, 2), "fps": round(1 / med, 2), "time_vs_sam2": round(med / base, 3),
+                "speedup_vs_sam2": round(base / med, 3), "memory_tokens": round(statistics.median(steady_tokens), 1),
+                "encoder_ms": round(1000 * floor, 2), "over_floor": round(med / floor, 2),
+                "profile_ms": got["times"].per_frame_ms(len(got["lat"]), sum(got["lat"])),
+                "steady_frames": len(runs[name]["lat"]),
+            })
     return rows
 
 
@@ -194,8 +230,8 @@ def measure_memory(rows, model, image_size, masks_n, frames, device, threads) ->
     work = Path(tempfile.mkdtemp(prefix="tsms_bench_mem_"))
     video, first_mask = make_video(work, frames, 480, 854, seed=0)
     for row in rows:
-        if row["compiled"] and row["kind"] == "ours":
-            continue  # compiling changes time, not what is kept
+        if row["compiled"]:
+            continue  # compiling (sam2's VOS predictor too) changes time, not what is kept
         spec = {"predictor": "sam2" if row["kind"] != "ours" else "ours", "memory": row["memory"], "length": frames,
                 "model": model, "image_size": image_size, "device": str(device), "threads": threads,
                 "video": str(video), "first_mask": str(first_mask), "work": str(work), "objects": masks_n,
@@ -247,7 +283,11 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default="bench/speed", help="output prefix: writes <out>.json and <out>.md")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier <out>.json / <out>.md")
     args = p.parse_args(argv)
+    existing = [x for x in (Path(args.out).with_suffix(".json"), Path(args.out).with_suffix(".md")) if x.exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"{existing[0]} exists; pass --overwrite or another --out")
     setup_logging("INFO")
     warnings.simplefilter("ignore")
     os.environ["TQDM_DISABLE"] = "1"
@@ -265,27 +305,35 @@ def main(argv=None):
     write_synthetic_dataset(work / "video", 1, args.frames, seed=1, speed="fast", size=(480, 854), write_mp4=False, progress=False)
     video_dir = next((work / "video" / "JPEGImages").iterdir())
     labels = read_label_png(sorted((work / "video" / "Annotations" / video_dir.name).glob("*.png"))[0])
-    rows = []
+    rows, object_masks = [], {n: first_frame_masks(labels, n) for n in args.objects}
     for model in args.models:
         for size in args.sizes:
-            for n in args.objects:
-                got = benchmark(model, size, specs, video_dir, first_frame_masks(labels, n), device, args.repeats,
-                                args.warmup_frames)
-                if args.memory_frames:
-                    measure_memory(got, model, size, n, args.memory_frames, device, args.threads)
-                rows += got
-    meta = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            got = benchmark(model, size, specs, video_dir, object_masks, device, args.repeats, args.warmup_frames)
+            for n in (args.objects if args.memory_frames else []):
+                measure_memory([r for r in got if r["objects"] == n], model, size, n, args.memory_frames, device,
+                               args.threads)
+            rows += got
+            write_results(rows, args, device, Path(args.out))  # after each model: partial results survive
+    print(to_markdown(rows, results_meta(args, device)))
+    return 0
+
+
+def results_meta(args, device) -> dict:
+    import torch
+
+    return {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "frames": args.frames, "repeats": args.repeats,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    out = Path(args.out)
+
+
+def write_results(rows, args, device, out: Path) -> None:
+    meta = results_meta(args, device)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out.with_suffix(".json")) as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    table = to_markdown(rows, meta)
     with atomic_write(out.with_suffix(".md")) as f:
-        f.write(table)
-    print(table)
-    return 0
+        f.write(to_markdown(rows, meta))
 
 
 if __name__ == "__main__":
