@@ -279,7 +279,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=40, help="video length (>= 40 keeps the memory full for long)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup_frames", type=int, default=8, help="frames skipped at the start of each run")
-    p.add_argument("--memory_frames", type=int, default=0, help="also measure peak memory over a video this long")
+    p.add_argument("--memory_frames", type=int, default=0,
+                   help="also measure peak memory over a video this long (first --objects count)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default="bench/speed", help="output prefix: writes <out>.json and <out>.md")
@@ -309,7 +310,8 @@ def main(argv=None):
     for model in args.models:
         for size in args.sizes:
             got = benchmark(model, size, specs, video_dir, object_masks, device, args.repeats, args.warmup_frames)
-            for n in (args.objects if args.memory_frames else []):
+            if args.memory_frames:  # for the first object count only: each row is a fresh process
+                n = args.objects[0]
                 measure_memory([r for r in got if r["objects"] == n], model, size, n, args.memory_frames, device,
                                args.threads)
             rows += got

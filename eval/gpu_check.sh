@@ -44,24 +44,23 @@ fi
 
 if [ "$DRY" = 1 ]; then
   TEST_FILTER=(-k "not compiled")  # inductor on CPU takes minutes: tests/test_speed_options.py -m slow
-  BENCH=(--models mini --sizes 128 --frames 10 --repeats 1 --dtypes fp32 bf16 --threads 1)
-  STAGE_MODELS=(mini) MEMORY_FRAMES=12
+  BENCH=(--sizes 128 --frames 10 --repeats 1 --dtypes fp32 bf16 --memories tsms --threads 1)
+  STAGE_MODELS=(mini) MEMORY_FRAMES=12 TEST_LIMIT=500 LIMITS=(500)  # shared CPUs: generous
 else
   TEST_FILTER=()
-  BENCH=(--sizes 1024 --frames 30 --repeats 2 --dtypes bf16 --compile)
-  STAGE_MODELS=(tiny small) MEMORY_FRAMES=300
+  BENCH=(--sizes 1024 --frames 30 --repeats 2 --dtypes bf16 --memories tsms tsms_fast --compile)
+  STAGE_MODELS=(tiny small) MEMORY_FRAMES=300 TEST_LIMIT=150 LIMITS=(200 130)  # 8 minutes in all
 fi
 
-TSMS_TEST_DEVICE="$DEVICE" stage tests 120 "$PY" -m pytest tests/test_speed_cuda.py -q -p no:cacheprovider \
+TSMS_TEST_DEVICE="$DEVICE" stage tests "$TEST_LIMIT" "$PY" -m pytest tests/test_speed_cuda.py -q -p no:cacheprovider \
   "${TEST_FILTER[@]}" --junitxml="$OUT/tests.xml"
 
-LIMITS=(240 150)
 for i in "${!STAGE_MODELS[@]}"; do
   model="${STAGE_MODELS[$i]}"
   memory=()
   [ "$i" = 0 ] && memory=(--memory_frames "$MEMORY_FRAMES")  # peak memory on a long video: first model only
   stage "bench_$model" "${LIMITS[$i]}" "$PY" eval/benchmark_speed.py "${BENCH[@]}" --models "$model" \
-    --objects 1 3 --memories tsms tsms_fast --device "$DEVICE" "${memory[@]}" --out "$OUT/bench_$model"
+    --objects 1 3 --device "$DEVICE" "${memory[@]}" --out "$OUT/bench_$model"
 done
 
 "$PY" - "$OUT" "$DEVICE" "$DRY" <<'EOF'

@@ -37,9 +37,12 @@ def test_benchmark_reports_ratios_profiles_and_objects(tmp_path, restore_logging
         benchmark_speed.main(argv)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_dry_run_on_cpu(tmp_path):
-    """The GPU script end to end on CPU with tiny settings: tests, benchmark, one JSON."""
+    """The GPU script end to end on CPU with tiny settings: tests, benchmark, one JSON.
+
+    Slow (~2-3 min on 2 shared cores: several fresh processes for the memory column)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
     proc = subprocess.run(["bash", str(REPO_ROOT / "eval" / "gpu_check.sh"), "--device", "cpu", "--dry_run",
                            "--out", str(tmp_path / "check")], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -48,5 +51,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
     assert report["dry_run"] is True and report["device"] == "cpu"
     assert report["tests"]["failed"] == 0 and report["tests"]["passed"] >= 2
+    assert report["stages"] == {"tests": 0, "bench_mini": 0}
     assert {r["model"] for r in report["benchmark"]["rows"]} == {"mini"}
     assert {r["objects"] for r in report["benchmark"]["rows"]} == {1, 3}
+    assert all(r["peak_rss_mb"] > 0 for r in report["benchmark"]["rows"] if r["objects"] == 1)
