@@ -42,6 +42,22 @@ def sam2_config_and_overrides(model: str, image_size: int | None):
     return name, overrides
 
 
+def first_frame_masks(labels, objects: int) -> list:
+    """``objects`` bool masks for frame 0: the label ids present, then boxes where the
+    video has fewer objects (the workload does not depend on what the masks cover)."""
+    import numpy as np
+
+    ids = [int(i) for i in np.unique(labels) if i > 0][:objects]
+    masks = [labels == i for i in ids]
+    h, w = labels.shape
+    while len(masks) < objects:
+        k = len(masks)
+        box = np.zeros((h, w), bool)
+        box[h // 3: 2 * h // 3, k * w // (objects + 1): (k + 1) * w // (objects + 1) + w // 8] = True
+        masks.append(box)
+    return masks
+
+
 def run_child(spec: dict) -> dict:
     """Track one video in this process and report its memory (called in a subprocess)."""
     import torch
@@ -58,7 +74,8 @@ def run_child(spec: dict) -> dict:
     config, overrides = sam2_config_and_overrides(spec["model"], spec.get("image_size"))
     torch.manual_seed(0)
     if spec["predictor"] == "sam2":
-        predictor = build_sam2_video_predictor(config, None, device=spec["device"], hydra_overrides_extra=overrides)
+        predictor = build_sam2_video_predictor(config, None, device=spec["device"], hydra_overrides_extra=overrides,
+                                               vos_optimized=spec.get("vos_optimized", False))
     else:
         predictor = build_model(config=config, device=spec["device"], memory=spec["memory"], overrides=overrides,
                                 predictor=True)
@@ -71,11 +88,15 @@ def run_child(spec: dict) -> dict:
         for f in frames:
             os.symlink(f, tmp / f.name)
         os.replace(tmp, clip)
-    mask = read_label_png(Path(spec["first_mask"])) > 0
+    masks = first_frame_masks(read_label_png(Path(spec["first_mask"])), spec.get("objects", 1))
+    cuda = torch.device(spec["device"]).type == "cuda"
     start = time.perf_counter()
     with torch.inference_mode():
-        session = TrackingSession(predictor, clip if spec["predictor"] == "sam2" else ImageFolderSource(clip))
-        session.add_mask(0, 1, mask)
+        ours = spec["predictor"] != "sam2"
+        session = TrackingSession(predictor, ImageFolderSource(clip) if ours else clip, dtype=spec.get("dtype", "fp32"),
+                                  batch_objects=ours and len(masks) > 1)
+        for obj_id, mask in enumerate(masks, 1):
+            session.add_mask(0, obj_id, mask)
         n = 0
         for frame in session.propagate():
             n += 1
@@ -88,6 +109,7 @@ def run_child(spec: dict) -> dict:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "growth_mb": round(peak_rss_mb() - baseline, 1),
         "ms_per_frame": round(1000 * seconds / max(n, 1), 1),
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     }
 
 

@@ -1,15 +1,19 @@
 """Tracking speed and memory: sam2's own predictor vs ours, same weights, same video.
 
-    python eval/benchmark_speed.py --models tiny --sizes 512 1024 --frames 40 --out bench/speed
+    python eval/benchmark_speed.py --models tiny --sizes 1024 --objects 1 3 --dtypes fp32 bf16 --out bench/speed
 
-For every model size and input resolution it builds sam2's ``SAM2VideoPredictor`` and ours
-with each memory preset (``sam2``, ``tsms`` ...), loads identical random weights into all
-of them, and tracks one synthetic video from a first-frame mask. Predictors run
-interleaved (A, B, C, C, B, A ...) after a warm-up, and only steady-state frames count
-(the memory bank is full from frame ``num_maskmem`` on). Reported per predictor: median
-per-frame latency, FPS, the ratio to sam2's time, attended memory tokens per frame, the
-image-encoder-only time per frame (the floor) and peak RSS while tracking. On CUDA it times
-with CUDA events under bf16 autocast, as SAM2 does. Writes ``<out>.json`` and ``<out>.md``.
+For every model size and input resolution it builds sam2's ``SAM2VideoPredictor`` (and, on
+CUDA, sam2's compiled ``SAM2VideoPredictorVOS``) and ours for each memory preset, dtype and
+(with ``--compile``) compiled or not; all share identical random weights and track one
+synthetic video from first-frame masks of ``--objects`` objects (ours batches them, see
+``models.multi_object``). After a warm-up, predictors track side by side, one frame each
+in turn (so load bursts on a shared machine hit all alike), and only steady-state frames count (the memory bank is full from frame
+``num_maskmem`` on). Reported per predictor: median per-frame latency, FPS, the ratio to
+sam2's eager predictor in the same run (fp32 on CPU, bf16 autocast on CUDA, as users run
+it), attended memory tokens per frame, a per-module time breakdown (forward hooks, in a
+separate run), the image-encoder floor, and with ``--memory_frames N`` peak RSS / CUDA
+memory over an N-frame video (each in a fresh process, via ``benchmark_memory``). CUDA
+times with CUDA events. Writes ``<out>.json`` and ``<out>.md``.
 """
 
 import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own `training`)
@@ -26,12 +30,12 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from utils.cli import ArgumentParser, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
-from utils.resources import current_rss_mb  # noqa: E402
 
 log = logging.getLogger("benchmark_speed")
+META = "sam2 (Meta)"
 
 
 class Timer:
@@ -59,8 +63,22 @@ class Timer:
         return time.perf_counter() - self._start
 
 
-def build_predictors(model: str, image_size: int, memories, device):
-    """sam2's predictor and ours (one per memory preset), all with the same weights."""
+def variants(memories, dtypes, compile_modes, device) -> list:
+    """(name, kind, memory, dtype, compiled) of every predictor in the run; sam2's first."""
+    meta_dtype = "bf16" if device.type == "cuda" else "fp32"
+    out = [(META, "sam2", "sam2", meta_dtype, False)]
+    if device.type == "cuda":
+        out.append(("sam2 VOS (Meta, compiled)", "sam2_vos", "sam2", meta_dtype, True))
+    for memory in memories:
+        for dtype in dtypes:
+            for compiled in compile_modes:
+                name = f"ours ({memory}, {dtype}{', compiled' if compiled else ''})"
+                out.append((name, "ours", memory, dtype, compiled))
+    return out
+
+
+def build_predictors(model: str, image_size: int, specs, device):
+    """Every predictor of ``specs`` (see :func:`variants`), all with sam2's random weights."""
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -71,40 +89,49 @@ def build_predictors(model: str, image_size: int, memories, device):
     config, overrides = sam2_config_and_overrides(model, image_size)
     torch.manual_seed(0)
     meta = build_sam2_video_predictor(config, None, device=str(device), hydra_overrides_extra=overrides)
-    if not hole_filling_available(device):
-        meta.fill_hole_area = 0  # what sam2 falls back to anyway, minus a warning per frame
-    weights = meta.state_dict()
-    predictors = {"sam2 (Meta)": meta}
-    for memory in memories:
-        ours = build_model(config=config, device=device, memory=memory, overrides=overrides, predictor=True)
-        ours.load_state_dict(weights, strict=True)
-        predictors[f"ours ({memory})"] = ours
+    weights, predictors = meta.state_dict(), {}
+    for name, kind, memory, dtype, compiled in specs:
+        if kind == "sam2":
+            predictor = meta
+        elif kind == "sam2_vos":
+            predictor = build_sam2_video_predictor(config, None, device=str(device), hydra_overrides_extra=overrides,
+                                                   vos_optimized=True)
+        else:
+            predictor = build_model(config=config, device=device, memory=memory, overrides=overrides, predictor=True,
+                                    compile=compiled)
+        predictor.load_state_dict(weights, strict=True)
+        if not hole_filling_available(device):
+            predictor.fill_hole_area = 0  # what sam2 falls back to anyway, minus a warning per frame
+        predictors[name] = (predictor, kind, dtype)
     return predictors
 
 
-def track_once(predictor, video_dir: Path, mask, device, autocast, max_frames=None) -> tuple:
-    """Per-frame latencies (s) of one propagation, attended tokens per frame, peak RSS."""
+def track_once(entry, video_dir: Path, masks, device, max_frames=None, profile=False) -> dict:
+    """Per-frame latencies (s) of one propagation, attended tokens per frame, module times."""
     import torch
 
+    from eval.speed_profile import ModuleTimes
     from models import TrackingSession
 
-    timer = Timer(device)
-    latencies, tokens, peak = [], [], current_rss_mb()
-    with torch.inference_mode(), autocast():
-        session = TrackingSession(predictor, video_dir)
-        session.add_mask(0, 1, mask)
+    predictor, kind, dtype = entry
+    timer, latencies, tokens = Timer(device), [], []
+    times = ModuleTimes(predictor) if profile else contextlib.nullcontext()
+    with torch.inference_mode():
+        session = TrackingSession(predictor, video_dir, dtype=dtype, batch_objects=kind == "ours" and len(masks) > 1)
+        for obj_id, mask in enumerate(masks, 1):
+            session.add_mask(0, obj_id, mask)
         frames = session.propagate(max_frames=max_frames)
-        while True:
-            timer.start()
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            latencies.append(timer.stop())
-            tokens.append(frame.attended_tokens or 0)
-            peak = max(peak, current_rss_mb())
+        with times:
+            while True:
+                timer.start()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                latencies.append(timer.stop())
+                tokens.append(frame.attended_tokens or 0)
         session.close()
-    return latencies, tokens, peak
+    return {"lat": latencies, "tokens": tokens, "times": times}
 
 
 def encoder_floor(predictor, image_size, device, autocast, repeats: int) -> float:
@@ -120,52 +147,121 @@ def encoder_floor(predictor, image_size, device, autocast, repeats: int) -> floa
     return statistics.median(times)
 
 
-def benchmark(model, image_size, memories, video_dir, mask, device, repeats, warmup_frames) -> list:
+def track_interleaved(predictors: dict, video_dir: Path, masks, device, rotate: int = 0) -> dict:
+    """All predictors track the video side by side, one frame each in turn (the order
+    rotates every frame), so load bursts on a shared machine hit them alike. Returns
+    ``{name: {"lat": [...], "tokens": [...]}}``."""
     import torch
 
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
-    predictors = build_predictors(model, image_size, memories, device)
-    steady_from = max(warmup_frames, next(iter(predictors.values())).num_maskmem)
-    runs = {name: {"lat": [], "tokens": [], "rss": 0.0} for name in predictors}
-    for name, predictor in predictors.items():  # warm-up (first calls, allocator), not counted
-        track_once(predictor, video_dir, mask, device, autocast, max_frames=3)
-    for r in range(repeats):  # interleaved, alternating order against drift: A B C, C B A ...
-        for name, predictor in (list(predictors.items()) if r % 2 == 0 else list(predictors.items())[::-1]):
-            lat, tokens, rss = track_once(predictor, video_dir, mask, device, autocast)
-            runs[name]["lat"] += lat[steady_from:]
-            runs[name]["tokens"] = tokens
-            runs[name]["rss"] = max(runs[name]["rss"], rss)
-            log.info("%s @%d %s repeat %d: median %.1f ms/frame", model, image_size, name, r, 1000 * statistics.median(lat[steady_from:]))
-    floor = encoder_floor(next(iter(predictors.values())), image_size, device, autocast, repeats=max(5, repeats * 3))
-    base = statistics.median(runs["sam2 (Meta)"]["lat"])
+    from models import TrackingSession
+
+    timer, runs, frames = Timer(device), {}, {}
+    with torch.inference_mode():
+        sessions = []
+        for name, (predictor, kind, dtype) in predictors.items():
+            session = TrackingSession(predictor, video_dir, dtype=dtype, batch_objects=kind == "ours" and len(masks) > 1)
+            for obj_id, mask in enumerate(masks, 1):
+                session.add_mask(0, obj_id, mask)
+            sessions.append(session)
+            frames[name], runs[name] = session.propagate(), {"lat": [], "tokens": []}
+        names, t = list(predictors), rotate
+        while frames:
+            for name in names[t % len(names):] + names[: t % len(names)]:
+                if name not in frames:
+                    continue
+                timer.start()
+                try:
+                    frame = next(frames[name])
+                except StopIteration:
+                    del frames[name]
+                    continue
+                runs[name]["lat"].append(timer.stop())
+                runs[name]["tokens"].append(frame.attended_tokens or 0)
+            t += 1
+        for session in sessions:
+            session.close()
+    return runs
+
+
+def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats, warmup_frames) -> list:
+    """Rows for each object count of ``object_masks`` (``{n: [mask, ...]}``); the
+    predictors are built (and compiled) once for all of them."""
+    from models.speed import autocast
+
+    predictors = build_predictors(model, image_size, specs, device)
+    steady_from = max(warmup_frames, predictors[META][0].num_maskmem)
+    meta_predictor, _, meta_dtype = predictors[META]
+    floor = encoder_floor(meta_predictor, image_size, device, lambda: autocast(device, meta_dtype), repeats=max(5, repeats * 3))
     rows = []
-    for name, run in runs.items():
-        med = statistics.median(run["lat"])
-        steady_tokens = run["tokens"][steady_from:] or run["tokens"]
-        rows.append({
-            "model": model, "image_size": image_size, "predictor": name,
-            "median_ms": round(1000 * med, 2), "fps": round(1 / med, 2), "time_vs_sam2": round(med / base, 3),
-            "speedup_vs_sam2": round(base / med, 3), "memory_tokens": round(statistics.median(steady_tokens), 1),
-            "encoder_ms": round(1000 * floor, 2), "over_floor": round(med / floor, 2),
-            "peak_rss_mb": round(run["rss"], 1), "steady_frames": len(run["lat"]),
-        })
+    for n, masks in object_masks.items():
+        runs = {name: {"lat": [], "tokens": []} for name in predictors}
+        for name, entry in predictors.items():  # warm-up (first calls, allocator, compilation), not counted
+            track_once(entry, video_dir, masks, device, max_frames=steady_from + 2)
+        for r in range(repeats):  # frame by frame side by side, see track_interleaved
+            for name, got in track_interleaved(predictors, video_dir, masks, device, rotate=r).items():
+                runs[name]["lat"] += got["lat"][steady_from:]
+                runs[name]["tokens"] = got["tokens"]
+                log.info("%s @%d, %d obj, %s repeat %d: median %.1f ms/frame", model, image_size, n, name, r,
+                         1000 * statistics.median(got["lat"][steady_from:]))
+        base = statistics.median(runs[META]["lat"])
+        for (name, kind, memory, dtype, compiled) in specs:
+            got = track_once(predictors[name], video_dir, masks, device, profile=True)  # module times, apart
+            med = statistics.median(runs[name]["lat"])
+            steady_tokens = runs[name]["tokens"][steady_from:] or runs[name]["tokens"]
+            rows.append({
+                "model": model, "image_size": image_size, "objects": n, "predictor": name, "kind": kind,
+                "memory": memory, "dtype": dtype, "compiled": compiled,
+                "median_ms": round(1000 * med, 2), "fps": round(1 / med, 2), "time_vs_sam2": round(med / base, 3),
+                "speedup_vs_sam2": round(base / med, 3), "memory_tokens": round(statistics.median(steady_tokens), 1),
+                "encoder_ms": round(1000 * floor, 2), "over_floor": round(med / floor, 2),
+                "profile_ms": got["times"].per_frame_ms(len(got["lat"]), sum(got["lat"])),
+                "steady_frames": len(runs[name]["lat"]),
+            })
     return rows
+
+
+def measure_memory(rows, model, image_size, masks_n, frames, device, threads) -> None:
+    """Peak RSS / CUDA memory of each predictor kind over a long video, in fresh processes."""
+    import subprocess
+
+    from eval.benchmark_memory import make_video
+
+    work = Path(tempfile.mkdtemp(prefix="tsms_bench_mem_"))
+    video, first_mask = make_video(work, frames, 480, 854, seed=0)
+    for row in rows:
+        if row["compiled"]:
+            continue  # compiling (sam2's VOS predictor too) changes time, not what is kept
+        spec = {"predictor": "sam2" if row["kind"] != "ours" else "ours", "memory": row["memory"], "length": frames,
+                "model": model, "image_size": image_size, "device": str(device), "threads": threads,
+                "video": str(video), "first_mask": str(first_mask), "work": str(work), "objects": masks_n,
+                "dtype": row["dtype"], "vos_optimized": row["kind"] == "sam2_vos"}
+        script = Path(__file__).with_name("benchmark_memory.py")
+        out = subprocess.run([sys.executable, str(script), "--_child", json.dumps(spec)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory child failed ({row['predictor']}):\n{out.stderr[-2000:]}")
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        row.update(memory_frames=frames, peak_rss_mb=got["peak_rss_mb"], peak_cuda_mb=got["peak_cuda_mb"])
 
 
 def to_markdown(rows, meta) -> str:
     lines = [
         f"Tracking speed, {meta['device']} ({meta['machine']}, {meta['threads']} threads, torch {meta['torch']}, "
-        f"{meta['date']}); {meta['frames']}-frame synthetic video, 1 object, median over steady-state frames of "
-        f"{meta['repeats']} interleaved repeats.",
+        f"{meta['date']}); {meta['frames']}-frame synthetic video, median over steady-state frames of "
+        f"{meta['repeats']} interleaved repeats; speed-up vs sam2's eager predictor in the same run. Module times "
+        "(ms/frame, forward hooks, separate run): enc = image encoder, attn = memory attention, dec = mask decoder, "
+        "menc = memory encoder.",
         "",
-        "| model | px | predictor | ms/frame | FPS | time vs sam2 | speed-up | memory tokens/frame | encoder floor (ms) | × floor | peak RSS (MB) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | px | obj | predictor | ms/frame | FPS | speed-up | memory tokens | enc | attn | dec | menc | other | peak RSS (MB) | peak CUDA (MB) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        p = r["profile_ms"]
+        mem = lambda k: f"{r[k]:.0f}" if r.get(k) is not None else "–"  # noqa: E731
         lines.append(
-            f"| {r['model']} | {r['image_size']} | {r['predictor']} | {r['median_ms']:.1f} | {r['fps']:.2f} | "
-            f"{r['time_vs_sam2']:.3f} | {r['speedup_vs_sam2']:.2f}× | {r['memory_tokens']:.0f} | {r['encoder_ms']:.1f} | "
-            f"{r['over_floor']:.2f} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['model']} | {r['image_size']} | {r['objects']} | {r['predictor']} | {r['median_ms']:.1f} | {r['fps']:.2f} | "
+            f"{r['speedup_vs_sam2']:.2f}× | {r['memory_tokens']:.0f} | {p.get('image_encoder', 0):.0f} | "
+            f"{p.get('memory_attention', 0):.0f} | {p.get('sam_mask_decoder', 0):.0f} | {p.get('memory_encoder', 0):.0f} | "
+            f"{p.get('other', 0):.0f} | {mem('peak_rss_mb')} | {mem('peak_cuda_mb')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -174,15 +270,24 @@ def main(argv=None):
     p = ArgumentParser(prog="benchmark_speed.py", description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["tiny"], help="mini | tiny | small | base_plus | large")
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="input resolutions")
-    p.add_argument("--memories", nargs="+", default=["sam2", "tsms", "tsms_fast"],
-                   help="our memory presets to compare (configs/memory/*.yaml)")
+    p.add_argument("--memories", nargs="+", default=["tsms", "tsms_fast"],
+                   help="our memory presets to compare (configs/memory/*.yaml; 'sam2' is SAM2's rule in our predictor)")
+    p.add_argument("--objects", type=int, nargs="+", default=[1], help="objects tracked at once, e.g. 1 3")
+    p.add_argument("--dtypes", "--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"], help="our compute dtypes")
+    p.add_argument("--compile", action="store_true", help="also run ours compiled (torch.compile)")
     p.add_argument("--frames", type=int, default=40, help="video length (>= 40 keeps the memory full for long)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup_frames", type=int, default=8, help="frames skipped at the start of each run")
+    p.add_argument("--memory_frames", type=int, default=0,
+                   help="also measure peak memory over a video this long (first --objects count)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default="bench/speed", help="output prefix: writes <out>.json and <out>.md")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier <out>.json / <out>.md")
     args = p.parse_args(argv)
+    existing = [x for x in (Path(args.out).with_suffix(".json"), Path(args.out).with_suffix(".md")) if x.exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"{existing[0]} exists; pass --overwrite or another --out")
     setup_logging("INFO")
     warnings.simplefilter("ignore")
     os.environ["TQDM_DISABLE"] = "1"
@@ -190,32 +295,46 @@ def main(argv=None):
 
     from data.mask_io import read_label_png
     from data.synthetic_video import write_synthetic_dataset
+    from eval.benchmark_memory import first_frame_masks
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    specs = variants(args.memories, args.dtypes, [False, True] if args.compile else [False], device)
     work = Path(tempfile.mkdtemp(prefix="tsms_bench_speed_"))
     write_synthetic_dataset(work / "video", 1, args.frames, seed=1, speed="fast", size=(480, 854), write_mp4=False, progress=False)
     video_dir = next((work / "video" / "JPEGImages").iterdir())
     labels = read_label_png(sorted((work / "video" / "Annotations" / video_dir.name).glob("*.png"))[0])
-    mask = labels > 0
-    if not mask.any():  # objects may enter later; any first-frame object gives the same workload
-        mask[160:320, 280:560] = True
-    rows = []
+    rows, object_masks = [], {n: first_frame_masks(labels, n) for n in args.objects}
     for model in args.models:
         for size in args.sizes:
-            rows += benchmark(model, size, args.memories, video_dir, mask, device, args.repeats, args.warmup_frames)
-    meta = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            got = benchmark(model, size, specs, video_dir, object_masks, device, args.repeats, args.warmup_frames)
+            if args.memory_frames:  # for the first object count only: each row is a fresh process
+                n = args.objects[0]
+                measure_memory([r for r in got if r["objects"] == n], model, size, n, args.memory_frames, device,
+                               args.threads)
+            rows += got
+            write_results(rows, args, device, Path(args.out))  # after each model: partial results survive
+    print(to_markdown(rows, results_meta(args, device)))
+    return 0
+
+
+def results_meta(args, device) -> dict:
+    import torch
+
+    return {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "frames": args.frames, "repeats": args.repeats}
-    out = Path(args.out)
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "frames": args.frames, "repeats": args.repeats,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def write_results(rows, args, device, out: Path) -> None:
+    meta = results_meta(args, device)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out.with_suffix(".json")) as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    table = to_markdown(rows, meta)
     with atomic_write(out.with_suffix(".md")) as f:
-        f.write(table)
-    print(table)
-    return 0
+        f.write(to_markdown(rows, meta))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from models.memory_spec import MemorySpec, resolve_memory
 from models.memory_stats import MemoryAttentionStats, record_memory_stats
 from models.predictor import TSMSVideoPredictor
 from models.session import FrameResult, TrackingSession
+from models.speed import compile_predictor
 
 __all__ = [
     "build_model",
@@ -38,4 +39,5 @@ __all__ = [
     "TSMSVideoPredictor",
     "FrameResult",
     "TrackingSession",
+    "compile_predictor",
 ]

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.checkpoint import CheckpointError, checkpoint_config, fit_memory_bank, load_model_weights, read_checkpoint
 from models.config import ConfigLike, apply_overrides, resolve_model_config
+from models.speed import compile_predictor
 from models.memory_spec import MemoryLike, MemorySpec, memory_spec_of_model_config, resolve_memory
 from utils.errors import UserError
 
@@ -80,6 +81,7 @@ def build_model(
     predictor: bool = False,
     model_target: Optional[str] = None,
     postprocessing: bool = True,
+    compile: bool = False,
 ) -> torch.nn.Module:
     """Build a model; ``model.tsms_config`` is its resolved config, ``model.memory_spec`` its memory.
 
@@ -97,6 +99,8 @@ def build_model(
         predictor: build our :class:`~models.predictor.TSMSVideoPredictor` (with sam2's
             post-processing unless ``postprocessing=False``).
         model_target: another ``model._target_`` (e.g. the training model).
+        compile: ``torch.compile`` the image encoder and the memory attention
+            (:func:`models.speed.compile_predictor`).
     """
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
@@ -123,6 +127,8 @@ def build_model(
     model.memory_spec = spec
     if predictor:
         model.disable_unavailable_postprocessing()
+    if compile:
+        compile_predictor(model)
     log.debug("built %s with memory %s", type(model).__name__, spec.describe())
     return model
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.memory_attention import MemoryAttention
 
-from models.memory_pruning import keep_indices, select_frames_to_prune
+from models.memory_pruning import gather_kept_frames, keep_indices, select_frames_to_prune
 from models.memory_spec import MemorySpec
 from models.memory_stats import MemoryAttentionStats, memory_stats_from_inputs, report_memory_stats
 
@@ -58,39 +58,63 @@ class TSMSMemoryAttention(MemoryAttention):
 
     def forward(self, curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens: int = 0):
         stats = memory_stats_from_inputs(curr, memory, num_obj_ptr_tokens)
-        num_k_exclude_rope = num_obj_ptr_tokens
         if self.pruning_active and stats.frames_in > 0:
-            memory, memory_pos, stats = self._prune(memory, memory_pos, stats)
+            keeps = self._frames_to_keep(memory, stats)
+            if len(keeps) > 1:  # batch elements (objects) disagree: attend each group apart
+                return self._forward_groups(keeps, curr, memory, curr_pos, memory_pos, stats)
+            (keep, _), = keeps.items()
+            return self._forward_kept(keep, curr, memory, curr_pos, memory_pos, stats)
+        return self._attend(curr, memory, curr_pos, memory_pos, stats)
+
+    def _frames_to_keep(self, memory, stats: MemoryAttentionStats):
+        """``{kept frame indices: batch elements}``. In eval mode each batch element (one
+        object, when objects are tracked in one batch) is pruned on its own, so results do
+        not depend on what else is in the batch; training keeps one batch-level decision."""
+        n, hw = stats.frames_in, stats.tokens_per_frame
+        frames = memory[: n * hw].unflatten(0, (n, hw))  # [n, HW, B, C], a view
+        batch = memory.shape[1]
+        per_element = not self.training and batch > 1
+        dropped = select_frames_to_prune(
+            frames, memory_bank_size=self.memory_bank_size, prune_frames=self.prune_frames,
+            use_mem_split=self.use_mem_split, similarity=self.similarity,
+            pruning_threshold=self.pruning_threshold, auto_quantile=self.auto_quantile, per_element=per_element,
+        )
+        groups = {}
+        for b, drops in enumerate(dropped if per_element else [dropped] * batch):
+            groups.setdefault(tuple(keep_indices(n, drops)), []).append(b)
+        return groups
+
+    def _forward_kept(self, keep, curr, memory, curr_pos, memory_pos, stats: MemoryAttentionStats):
+        n, hw = stats.frames_in, stats.tokens_per_frame
+        if len(keep) < n:
+            memory = gather_kept_frames(memory, keep, hw, n)
+            memory_pos = gather_kept_frames(memory_pos, keep, hw, n)
+            stats = MemoryAttentionStats(n, len(keep), hw, stats.obj_ptr_tokens)
+        return self._attend(curr, memory, curr_pos, memory_pos, stats)
+
+    def _forward_groups(self, keeps, curr, memory, curr_pos, memory_pos, stats):
+        curr, curr_pos = _unwrap(curr), _unwrap(curr_pos)
+        out = None
+        for keep, batch in keeps.items():
+            idx = torch.tensor(batch, device=memory.device)
+            part = self._forward_kept(keep, curr[:, idx], memory[:, idx], curr_pos[:, idx], memory_pos[:, idx], stats)
+            if out is None:
+                out = part.new_empty(part.shape[0], memory.shape[1], *part.shape[2:])
+            out[:, idx] = part
+        return out
+
+    def _attend(self, curr, memory, curr_pos, memory_pos, stats: MemoryAttentionStats):
+        num_k_exclude_rope = stats.obj_ptr_tokens
         if self.pooling_active and stats.frames_kept > self.full_res_frames:
             memory, memory_pos, stats = self._pool(memory, memory_pos, stats)
-            num_k_exclude_rope = stats.frames_pooled * stats.pooled_tokens_per_frame + num_obj_ptr_tokens
-        report_memory_stats(stats)
+            num_k_exclude_rope = stats.frames_pooled * stats.pooled_tokens_per_frame + stats.obj_ptr_tokens
+        report_memory_stats(stats, batch=memory.shape[1])
         # SAM2 passes num_obj_ptr_tokens on as the number of trailing keys without RoPE.
+        return self.attend(curr, memory, curr_pos, memory_pos, num_k_exclude_rope)
+
+    def attend(self, curr, memory, curr_pos, memory_pos, num_k_exclude_rope: int):
+        """SAM2's memory attention over the memory left after MS (what ``--compile`` compiles)."""
         return super().forward(curr, memory, curr_pos, memory_pos, num_k_exclude_rope)
-
-    def _prune(self, memory, memory_pos, stats: MemoryAttentionStats):
-        n, hw = stats.frames_in, stats.tokens_per_frame
-        spatial = n * hw
-        frames = memory[:spatial].unflatten(0, (n, hw))  # [n, HW, B, C]
-        dropped = select_frames_to_prune(
-            frames,
-            memory_bank_size=self.memory_bank_size,
-            prune_frames=self.prune_frames,
-            use_mem_split=self.use_mem_split,
-            similarity=self.similarity,
-            pruning_threshold=self.pruning_threshold,
-            auto_quantile=self.auto_quantile,
-        )
-        if not dropped:
-            return memory, memory_pos, stats
-        keep = torch.tensor(keep_indices(n, dropped), device=memory.device)
-
-        def gather(x):
-            kept = x[:spatial].unflatten(0, (n, hw)).index_select(0, keep).flatten(0, 1)
-            return torch.cat([kept, x[spatial:]], dim=0)
-
-        kept_stats = MemoryAttentionStats(n, len(keep), hw, stats.obj_ptr_tokens)
-        return gather(memory), gather(memory_pos), kept_stats
 
     def _pool(self, memory, memory_pos, stats: MemoryAttentionStats):
         """Pool all but the newest ``full_res_frames`` kept frames; order the keys as
@@ -114,3 +138,7 @@ class TSMSMemoryAttention(MemoryAttention):
         memory_pos, _ = pool(memory_pos)
         pooled_stats = MemoryAttentionStats(stats.frames_in, n, hw, stats.obj_ptr_tokens, n_pool, per_frame)
         return memory, memory_pos, pooled_stats
+
+
+def _unwrap(x):
+    return x[0] if isinstance(x, (list, tuple)) else x

@@ -125,7 +125,8 @@ def plan_pruning_groups(
     return groups
 
 
-def frame_similarity(candidates: torch.Tensor, reference: torch.Tensor, kind: str) -> torch.Tensor:
+def frame_similarity(candidates: torch.Tensor, reference: torch.Tensor, kind: str,
+                     per_element: bool = False) -> torch.Tensor:
     """Similarity of each candidate memory frame to a reference frame, in [-1, 1].
 
     Args:
@@ -133,30 +134,44 @@ def frame_similarity(candidates: torch.Tensor, reference: torch.Tensor, kind: st
         reference: ``[HW, B, C]``.
         kind: ``"cosine_spatial"``: per channel, the cosine between the two spatial maps
             (over HW), averaged over channels; ``"cosine"``: per token, the cosine over
-            channels, averaged over tokens. Both are then averaged over the batch.
+            channels, averaged over tokens.
+        per_element: keep one score per batch element instead of averaging over the batch.
 
     Returns:
-        ``[K]`` float32 scores.
+        ``[K]`` (or ``[K, B]``) float32 scores.
     """
-    cand = candidates.float()
+    cand = candidates.float()  # no copy when already fp32
     ref = reference.float().unsqueeze(0).expand_as(cand)
     if kind == "cosine_spatial":
         sim = F.cosine_similarity(cand, ref, dim=1)  # [K, B, C]
     elif kind == "cosine":
-        sim = F.cosine_similarity(cand, ref, dim=3)  # [K, HW, B]
+        sim = F.cosine_similarity(cand, ref, dim=3).transpose(1, 2)  # [K, B, HW]
     else:
         raise ValueError(f"unknown similarity {kind!r}; expected one of {SIMILARITIES}")
-    return sim.flatten(1).mean(dim=1)
+    return sim.mean(dim=2) if per_element else sim.flatten(1).mean(dim=1)
 
 
-def _choose_drops(scores: torch.Tensor, group: PruneGroup, threshold: Optional[float]) -> List[int]:
-    order = torch.sort(scores, descending=True, stable=True).indices.tolist()
+def _choose_drops(scores: List[float], group: PruneGroup, threshold: Optional[float]) -> List[int]:
+    # Python's sort is stable: ties keep candidate order, so the earlier frame goes first.
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
     dropped = []
     for pos in order[: group.max_drop]:
-        if threshold is not None and scores[pos].item() < threshold:
+        if threshold is not None and scores[pos] < threshold:
             break  # sorted descending: nothing further qualifies either
         dropped.append(group.candidates[pos])
     return dropped
+
+
+def _group_scores(frames: torch.Tensor, groups: Sequence[PruneGroup], similarity: str, per_element: bool):
+    """Scores of every group, moved to the host in one transfer (one sync on GPU)."""
+    scores = [frame_similarity(frames[list(g.candidates)], frames[g.reference], similarity, per_element)
+              for g in groups]
+    flat = torch.cat(scores).tolist()
+    out, start = [], 0
+    for g in groups:
+        out.append(flat[start: start + len(g.candidates)])
+        start += len(g.candidates)
+    return out
 
 
 def select_frames_to_prune(
@@ -169,7 +184,8 @@ def select_frames_to_prune(
     pruning_threshold: Union[None, float, str] = None,
     auto_quantile: float = 0.5,
     history: Optional[SimilarityHistory] = None,
-) -> List[int]:
+    per_element: bool = False,
+):
     """Indices (sorted) of the memory frames the MS rule drops.
 
     Args:
@@ -177,26 +193,48 @@ def select_frames_to_prune(
         pruning_threshold: ``None``, a number, or ``"auto"`` (see the module doc); with
             ``"auto"``, ``history`` (default: the active one, if any) is read, then extended
             by this call's scores.
+        per_element: decide for each batch element on its own (one list per element);
+            otherwise one decision for the batch, from batch-averaged similarities.
     """
-    dropped: List[int] = []
     groups = plan_pruning_groups(frames.shape[0], memory_bank_size, prune_frames, use_mem_split)
+    batch = frames.shape[2]
+    if not groups:
+        return [[] for _ in range(batch)] if per_element else []
+    scores = _group_scores(frames, groups, similarity, per_element)
     dynamic = pruning_threshold == AUTO
     if dynamic and history is None:
         history = active_similarity_history()
-    for group in groups:
-        # with the split the groups are [long, short] halves (a half with too few candidates
-        # forms no group): key them by their reference, 0 for m_0, 1 for the newest frame
-        key = 0 if group.reference == 0 else 1
-        threshold = pruning_threshold
-        if dynamic:
-            threshold = history.threshold(key, auto_quantile) if history is not None else None
-        scores = frame_similarity(frames[list(group.candidates)], frames[group.reference], similarity)
-        dropped.extend(_choose_drops(scores, group, threshold))
-        if dynamic and history is not None:
-            history.add(key, scores.tolist())
-    return sorted(dropped)
+    # the halves keep separate histories, keyed by their reference: 0 for m_0, 1 for the newest
+    keys = [0 if g.reference == 0 else 1 for g in groups]
+    if dynamic:
+        thresholds = [history.threshold(k, auto_quantile) if history is not None else None for k in keys]
+    else:
+        thresholds = [pruning_threshold] * len(groups)
+    if not per_element:
+        drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in _choose_drops(sc, g, t))
+    else:
+        drops = [sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in _choose_drops([r[b] for r in sc], g, t))
+                 for b in range(batch)]
+    if dynamic and history is not None:
+        for k, sc in zip(keys, scores):
+            history.add(k, [x for row in sc for x in (row if per_element else [row])])
+    return drops
 
 
 def keep_indices(num_frames: int, dropped: Sequence[int]) -> List[int]:
     gone = set(dropped)
     return [i for i in range(num_frames) if i not in gone]
+
+
+def gather_kept_frames(x: torch.Tensor, keep: Sequence[int], tokens_per_frame: int, num_frames: int) -> torch.Tensor:
+    """``x[:n*HW]`` restricted to the kept frames, then the trailing tokens (object
+    pointers): one copy, from contiguous runs of kept frames (no index tensor)."""
+    hw, parts, run_start = tokens_per_frame, [], None
+    for i, k in enumerate(keep):
+        if run_start is None:
+            run_start = k
+        if i + 1 == len(keep) or keep[i + 1] != k + 1:
+            parts.append(x[run_start * hw: (k + 1) * hw])
+            run_start = None
+    parts.append(x[num_frames * hw:])
+    return torch.cat(parts, dim=0)

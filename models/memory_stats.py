@@ -20,7 +20,7 @@ import torch
 
 @dataclass(frozen=True)
 class MemoryAttentionStats:
-    """What one memory-attention call attended (one frame, one object batch)."""
+    """What memory attention attended for one object (one batch element) on one frame."""
 
     frames_in: int
     frames_kept: int
@@ -68,17 +68,18 @@ def record_memory_stats() -> Iterator[List[MemoryAttentionStats]]:
         _ACTIVE.reset(token)
 
 
-def report_memory_stats(stats: MemoryAttentionStats) -> None:
-    """Called by memory-attention modules; a no-op unless a recorder is active."""
+def report_memory_stats(stats: MemoryAttentionStats, batch: int = 1) -> None:
+    """Called by memory-attention modules, once per call: ``stats`` holds for each of the
+    ``batch`` elements (objects tracked together). A no-op unless a recorder is active."""
     calls = _ACTIVE.get()
     if calls is not None:
-        calls.append(stats)
+        calls.extend([stats] * batch)
 
 
 def _report_from_inputs(module, args, kwargs, output) -> None:
     if _ACTIVE.get() is not None:
         report_memory_stats(memory_stats_from_inputs(kwargs["curr"], kwargs["memory"],
-                                                     kwargs.get("num_obj_ptr_tokens", 0)))
+                                                     kwargs.get("num_obj_ptr_tokens", 0)), batch=kwargs["memory"].shape[1])
 
 
 _WATCHED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()

@@ -16,6 +16,8 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from models.eviction import forget_evicted_frame, evict_unreachable_outputs
 from models.frames import EndOfStream, LazyFrameTensors
+from models.multi_object import propagate_objects_batched
+from models.speed import run_in_fp32
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.memory_attention.register_forward_pre_hook(_match_memory_dtype, with_kwargs=True)
+        run_in_fp32(self.sam_mask_decoder)  # bf16 autocast: mask logits stay fp32-exact enough
 
     def disable_unavailable_postprocessing(self) -> None:
         """Skip hole filling quietly where sam2 would warn and skip it on every frame."""
@@ -86,9 +89,17 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
         return state
 
     @torch.inference_mode()
-    def propagate_in_video(self, inference_state, start_frame_idx=None, max_frame_num_to_track=None, reverse=False):
-        """SAM2's propagation, plus output eviction and a clean stop at the end of a live stream."""
-        frames = super().propagate_in_video(inference_state, start_frame_idx, max_frame_num_to_track, reverse)
+    def propagate_in_video(self, inference_state, start_frame_idx=None, max_frame_num_to_track=None, reverse=False,
+                           batch_objects=False):
+        """SAM2's propagation, plus output eviction and a clean stop at the end of a live stream.
+
+        ``batch_objects``: track the objects of a frame as one batch (see
+        :mod:`models.multi_object`); same results as sam2's one-object-at-a-time loop.
+        """
+        if batch_objects:
+            frames = propagate_objects_batched(self, inference_state, start_frame_idx, max_frame_num_to_track, reverse)
+        else:
+            frames = super().propagate_in_video(inference_state, start_frame_idx, max_frame_num_to_track, reverse)
         while True:
             try:
                 frame_idx, obj_ids, masks = next(frames)

@@ -28,6 +28,7 @@ import torch
 
 from models.memory_pruning import SimilarityHistory, similarity_history
 from models.memory_stats import MemoryAttentionStats, record_memory_stats, watch_memory_attention
+from models.speed import autocast, check_dtype
 
 
 DIRECTIONS = ("forward", "reverse", "both")
@@ -45,7 +46,7 @@ class FrameResult:
         obj_ids: the objects, in the order of the rows below.
         mask_logits: float ``[N, 1, H, W]`` at the video's resolution (> 0 is the mask).
         object_scores: object-presence logit per object id (> 0: the model sees it).
-        memory: what each memory-attention call of this frame attended (empty on
+        memory: what memory attention attended, one entry per tracked object (empty on
             prompted frames, which read no memory).
     """
 
@@ -84,20 +85,29 @@ class TrackingSession:
             conditioning frame, so it survives the next propagation. sam2 1.1.0's default
             (off) keeps it as an ordinary frame, which propagating through it recomputes
             without the prompt.
+        dtype: ``"fp32"`` or ``"bf16"`` (autocast on the predictor's device, see
+            :mod:`models.speed`); mask logits are returned as fp32 either way.
+        batch_objects: track a frame's objects as one batch (ours only; the same results
+            as one object at a time, see :mod:`models.multi_object`).
     """
 
     def __init__(self, predictor, video, *, evict_outputs: bool = True, offload_video_to_cpu: bool = False,
-                 offload_state_to_cpu: bool = False, corrections_as_cond: bool = True):
+                 offload_state_to_cpu: bool = False, corrections_as_cond: bool = True, dtype: str = "fp32",
+                 batch_objects: bool = False):
         self.predictor = predictor
         self.video = video
         self.corrections_as_cond = corrections_as_cond
+        self.dtype = check_dtype(dtype)
+        self.batch_objects = batch_objects
         kwargs = dict(offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu)
         if getattr(predictor, "reads_frame_sources", False):  # ours
             kwargs["evict_outputs"] = evict_outputs
         elif hasattr(video, "read"):
             raise TypeError("sam2's own predictor reads JPEG folders only; pass the folder path")
+        elif batch_objects:
+            raise TypeError("batch_objects needs our predictor (sam2 1.1.0 tracks one object at a time)")
         watch_memory_attention(predictor.memory_attention)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._compute():
             self.state = predictor.init_state(video if hasattr(video, "read") else str(video), **kwargs)
         self.memory_stats: Dict[int, List[MemoryAttentionStats]] = {}
         self.similarity_history = SimilarityHistory()  # read by pruning_threshold: auto
@@ -122,7 +132,7 @@ class TrackingSession:
     # ------------------------------------------------------------------ prompts
     def add_mask(self, frame_idx: int, obj_id: int, mask) -> FrameResult:
         """Prompt ``obj_id`` on ``frame_idx`` with a bool ``[H, W]`` mask."""
-        with torch.inference_mode(), self._prompt_mode():
+        with torch.inference_mode(), self._compute(), self._prompt_mode():
             out = self.predictor.add_new_mask(self.state, frame_idx=frame_idx, obj_id=obj_id, mask=mask)
         return self._prompt_result(*out)
 
@@ -130,10 +140,13 @@ class TrackingSession:
                    clear: bool = True) -> FrameResult:
         """Prompt with clicks (``[[x, y], ...]``, labels 1 positive / 0 negative) and/or a
         box ``[x1, y1, x2, y2]``, in video pixels. ``clear=False`` adds to earlier clicks."""
-        with torch.inference_mode(), self._prompt_mode():
+        with torch.inference_mode(), self._compute(), self._prompt_mode():
             out = self.predictor.add_new_points_or_box(self.state, frame_idx=frame_idx, obj_id=obj_id, points=points,
                                                        labels=labels, box=box, clear_old_points=clear)
         return self._prompt_result(*out)
+
+    def _compute(self):
+        return autocast(self.predictor.device, self.dtype)
 
     @contextlib.contextmanager
     def _prompt_mode(self):
@@ -195,22 +208,23 @@ class TrackingSession:
         self.state["num_frames"] = state["num_frames"]  # a live stream may have ended early
 
     def _propagate_once(self, state, start_frame, max_frames, reverse) -> Iterator[FrameResult]:
+        extra = {"batch_objects": True} if self.batch_objects else {}
         with torch.inference_mode():
             frames = self.predictor.propagate_in_video(state, start_frame_idx=start_frame,
-                                                       max_frame_num_to_track=max_frames, reverse=reverse)
-            while True:
-                with record_memory_stats() as calls, similarity_history(self.similarity_history):
+                                                       max_frame_num_to_track=max_frames, reverse=reverse, **extra)
+            while True:  # autocast only around the model's work, never around the caller's
+                with record_memory_stats() as calls, self._compute(), similarity_history(self.similarity_history):
                     try:
                         frame_idx, ids, logits = next(frames)
                     except StopIteration:
                         return
                 if calls:
                     self.memory_stats[int(frame_idx)] = list(calls)
-                yield FrameResult(int(frame_idx), [int(o) for o in ids], logits,
+                yield FrameResult(int(frame_idx), [int(o) for o in ids], logits.float(),
                                   _object_scores(state, frame_idx), list(calls))
 
     def _prompt_result(self, frame_idx, ids, logits) -> FrameResult:
-        return FrameResult(int(frame_idx), [int(o) for o in ids], logits, _object_scores(self.state, frame_idx, temp=True))
+        return FrameResult(int(frame_idx), [int(o) for o in ids], logits.float(), _object_scores(self.state, frame_idx, temp=True))
 
     def _view(self, obj_ids: Sequence[int]) -> dict:
         """sam2's state restricted to some objects; it shares their per-object dicts (and the

@@ -150,9 +150,9 @@ def _mini_memory_attention(cls, **kwargs):
     return instantiate(cfg, **kwargs).eval()
 
 
-def _memory_inputs(n_frames: int, obj_ptr_tokens: int, seed=0):
+def _memory_inputs(n_frames: int, obj_ptr_tokens: int, seed=0, b=1):
     g = torch.Generator().manual_seed(seed)
-    hw, b = 64, 2  # 8x8 feature map, the mini config's
+    hw = 64  # 8x8 feature map, the mini config's
     curr = torch.randn(hw, b, 64, generator=g)
     curr_pos = torch.randn(hw, b, 64, generator=g)
     memory = torch.randn(n_frames * hw + obj_ptr_tokens, b, 32, generator=g)
@@ -173,24 +173,47 @@ def test_module_without_pruning_is_sam2_bit_for_bit():
 
 
 def test_module_prunes_frames_and_keeps_object_pointers():
+    """Eval mode prunes each batch element (object) on its own: every element equals SAM2's
+    module over that element's kept frames, whatever else is in the batch."""
+    stock = _mini_memory_attention(MemoryAttention)
+    ours = _mini_memory_attention(TSMSMemoryAttention)
+    ours.load_state_dict(stock.state_dict(), strict=True)
+    curr, curr_pos, mem, mem_pos = _memory_inputs(7, 8, b=3)
+    with torch.no_grad():
+        with record_memory_stats() as calls:
+            got = ours([curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
+        for b in range(mem.shape[1]):
+            one = slice(b, b + 1)
+            dropped = select_frames_to_prune(mem[: 7 * 64, one].unflatten(0, (7, 64)))
+            assert len(dropped) == 2
+            keep = [i for i in range(7) if i not in dropped]
+
+            def gather(x):
+                frames = x[: 7 * 64, one].unflatten(0, (7, 64))[keep].flatten(0, 1)
+                return torch.cat([frames, x[7 * 64 :, one]])
+
+            expected = stock([curr[:, one]], gather(mem), [curr_pos[:, one]], gather(mem_pos), num_obj_ptr_tokens=8)
+            assert torch.allclose(got[:, one], expected, atol=1e-5)
+    for s in calls:
+        assert (s.frames_in, s.frames_kept, s.obj_ptr_tokens) == (7, 5, 8)
+        assert 1 - s.spatial_tokens_kept / s.spatial_tokens_in >= 0.28
+
+
+def test_module_prunes_one_element_exactly():
     stock = _mini_memory_attention(MemoryAttention)
     ours = _mini_memory_attention(TSMSMemoryAttention)
     ours.load_state_dict(stock.state_dict(), strict=True)
     curr, curr_pos, mem, mem_pos = _memory_inputs(7, 8)
-    dropped = select_frames_to_prune(mem[: 7 * 64].unflatten(0, (7, 64)))
-    assert len(dropped) == 2
-    keep = [i for i in range(7) if i not in dropped]
+    keep = [i for i in range(7) if i not in select_frames_to_prune(mem[: 7 * 64].unflatten(0, (7, 64)))]
 
     def gather(x):
-        frames = x[: 7 * 64].unflatten(0, (7, 64))[keep].flatten(0, 1)
-        return torch.cat([frames, x[7 * 64 :]])
+        return torch.cat([x[: 7 * 64].unflatten(0, (7, 64))[keep].flatten(0, 1), x[7 * 64 :]])
 
     with torch.no_grad():
         expected = stock([curr], gather(mem), [curr_pos], gather(mem_pos), num_obj_ptr_tokens=8)
         got, s = _attend(ours, [curr], mem, [curr_pos], mem_pos, num_obj_ptr_tokens=8)
     assert torch.equal(got, expected)
-    assert (s.frames_in, s.frames_kept, s.obj_ptr_tokens) == (7, 5, 8)
-    assert 1 - s.spatial_tokens_kept / s.spatial_tokens_in >= 0.28
+    assert (s.frames_in, s.frames_kept) == (7, 5)
 
 
 def test_prune_in_training_switch():
