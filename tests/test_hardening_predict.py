@@ -34,6 +34,7 @@ class EchoPredictor:
 
     reads_frame_sources = True
     add_all_frames_to_correct_as_cond = False
+    device = torch.device("cpu")
 
     def __init__(self, on_frame=None):
         self.on_frame = on_frame
