@@ -94,8 +94,13 @@ def segment_video(
     per_object: bool = False,
     overlay: bool = False,
     evict: bool = True,
+    dtype: str = "fp32",
+    batch_objects: bool = False,
 ) -> VideoResult:
-    """Track the prompted objects through ``source`` and write the outputs (module doc)."""
+    """Track the prompted objects through ``source`` and write the outputs (module doc).
+
+    ``evict``, ``dtype`` and ``batch_objects`` go to :class:`models.session.TrackingSession`.
+    """
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     video_output_name(source.name, getattr(source, "origin", None))
@@ -116,7 +121,8 @@ def segment_video(
             torch.cuda.reset_peak_memory_stats()
         try:
             writer = MaskWriter(outputs.tmp / "masks", source.name, outputs.tmp / "per_object" if per_object else None)
-            result = _track(predictor, source, prompts, outputs, writer, reverse, overlay, evict, live, start)
+            session_options = dict(evict_outputs=evict, dtype=dtype, batch_objects=batch_objects)
+            result = _track(predictor, source, prompts, outputs, writer, reverse, overlay, live, start, session_options)
             result.extras = outputs.publish()
         except BaseException:
             outputs.discard()
@@ -124,11 +130,11 @@ def segment_video(
     return result
 
 
-def _track(predictor, source, prompts, outputs, masks, reverse, overlay, evict, live, start) -> VideoResult:
+def _track(predictor, source, prompts, outputs, masks, reverse, overlay, live, start, session_options) -> VideoResult:
     h, w = source.height, source.width
     first_frame = _first_prompt_frames(prompts)
     overlay_writer = OverlayWriter(outputs.overlay_path, source.fps, w, h) if overlay and live else None
-    session = TrackingSession(predictor, source, evict_outputs=evict)
+    session = TrackingSession(predictor, source, **session_options)
     applied = session.add_prompts(prompts)
     start_frame = min(applied)
     empty = np.zeros((h, w), dtype=np.uint8)

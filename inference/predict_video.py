@@ -35,6 +35,10 @@ def parse_args(argv=None):
     model.add_argument("--pruning_threshold", type=_threshold, help="only prune memory frames at least this similar "
                        "(cosine in [-1, 1]), or 'auto': more similar than usual for this video (docs/method.md)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    speed = p.add_argument_group("speed (README: Speed and memory)")
+    speed.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast (mask decoder stays fp32)")
+    speed.add_argument("--batch_objects", action="store_true", help="track objects that share memory frames in one batch")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the image encoder and memory attention")
     pr = p.add_argument_group("prompts")
     pr.add_argument("--prompt_type", default="mask", choices=PROMPT_TYPES, help="mask, box or point (default mask)")
     pr.add_argument("--mask_path", help="palette PNG; each non-zero value is an object id")

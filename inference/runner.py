@@ -40,6 +40,9 @@ class PredictOptions:
     memory_bank_size: Optional[int] = None
     pruning_threshold: Optional[float] = None
     device: str = "auto"
+    dtype: str = "fp32"
+    batch_objects: bool = False
+    compile: bool = False
     prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
     track_later_objects: bool = False
     output_dir: str = "./results"
@@ -67,6 +70,7 @@ def build_predictor(options: PredictOptions, device=None):
         memory=options.memory,
         memory_overrides={"memory_bank_size": options.memory_bank_size, "pruning_threshold": options.pruning_threshold},
         predictor=True,
+        compile=options.compile,
     )
 
 
@@ -133,4 +137,5 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
         "live": bool(options.live or (options.video_path and is_live_spec(str(options.video_path)))),
     }
     return run_videos(predictor, jobs, output_dir, run_info, dist=dist, sizes=sizes, reverse=options.reverse,
-                      per_object=options.save_per_object, overlay=options.overlay, evict=not options.no_evict)
+                      per_object=options.save_per_object, overlay=options.overlay, evict=not options.no_evict,
+                      dtype=options.dtype, batch_objects=options.batch_objects)

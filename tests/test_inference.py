@@ -105,6 +105,22 @@ def test_mask_prompt_on_vos_folder_uses_first_frame_gt(vos_root, mini_checkpoint
     assert extras["overlay"].endswith("overlays/vid.mp4") and extras["per_object"].endswith("per_object/vid")
 
 
+def test_speed_flags_reach_the_session(vos_root, mini_checkpoint, tmp_path):
+    root, _ = vos_root
+    base = ["--video_path", root / "JPEGImages" / "vid", "--checkpoint", mini_checkpoint, "--model_cfg", "mini"]
+    runs = {"fp32": [], "batched": ["--batch_objects"], "bf16": ["--batch_objects", "--dtype", "bf16"]}
+    for name, flags in runs.items():
+        assert cli(*base, "--output_dir", tmp_path / name, *flags) == 0
+    frames = sorted(p.name for p in (tmp_path / "fp32" / "vid").glob("*.png"))
+    assert len(frames) == N_FRAMES
+    agree = [(_labels(tmp_path / "fp32" / "vid" / f) == _labels(tmp_path / "batched" / "vid" / f)).mean()
+             for f in frames]
+    assert min(agree) >= 0.999, min(agree)  # fp32 batching: logits equal up to reassociation
+    assert sorted(p.name for p in (tmp_path / "bf16" / "vid").glob("*.png")) == frames
+    # (bf16's mask IoU vs fp32 is tested on weights that track: tests/test_speed_options.py)
+    assert cli(*base, "--output_dir", tmp_path / "x", "--dtype", "fp16") == 2  # choices=
+
+
 def test_dataset_dir_mode(vos_root, mini_checkpoint, tmp_path):
     root, _ = vos_root
     assert cli("--dataset_dir", root, "--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--output_dir", tmp_path / "o",
