@@ -232,6 +232,27 @@ def test_resume_refuses_another_videos_session(annotator, tmp_path, predictors):
         open_annotator(tmp_path / "other", predictors, state.output_dir)
 
 
+@pytest.mark.parametrize("name", ["coco", "overlays", "annotator_session.json"])
+def test_videos_named_like_the_annotators_own_entries_are_refused(tmp_path, name):
+    """A video folder named like one of our output entries would have its masks written over
+    them (``coco/``, ``overlays/``): refused before anything is built, removed or written."""
+    from tests.conftest import make_two_object_video
+    from utils.errors import UserError
+
+    make_two_object_video(tmp_path / name, num_frames=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "coco").mkdir()
+    (out / "coco" / f".{name}.json.x.tmp").write_text("keep")  # a name the stale-file clean-up would match
+
+    def no_model(preset):
+        raise AssertionError("no predictor may be built for a refused video")
+
+    with pytest.raises(UserError, match="reserved"):
+        open_annotator(tmp_path / name, no_model, out)
+    assert [p.name for p in out.rglob("*")] == ["coco", f".{name}.json.x.tmp"]
+
+
 def test_export_never_replaces_foreign_masks(annotator):
     state, client = annotator
     (state.output_dir / "clip").mkdir()

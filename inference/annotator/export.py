@@ -26,41 +26,52 @@ from tqdm import tqdm
 
 from data.mask_io import list_frames, read_label_png, write_label_png
 from inference.annotator.records import AnnotatorError
+from inference.annotator.session_file import SESSION_NAME
+from inference.outputs import video_output_name
 from inference.writers import OverlayWriter
 from utils.errors import UserError
-from utils.io import atomic_write
+from utils.io import atomic_write, inside
 
 log = logging.getLogger(__name__)
 
 
-def inside(root: Path, *parts: str) -> Path:
-    """``root/parts`` after checking it stays inside ``root`` (names come from inputs)."""
-    root = Path(root).resolve()
-    path = root.joinpath(*parts).resolve()
-    if path == root or root not in path.parents or any(p in ("", ".", "..") for p in parts):
-        raise AnnotatorError(400, f"refusing to write outside {root}: {'/'.join(parts)!r}")
-    return path
+# Entries of --output_dir the annotator writes besides the <video>/ folders.
+OWN_ENTRIES = ("coco", SESSION_NAME)
+
+
+def check_video_name(name: str) -> str:
+    """``name`` if it can name the video's outputs: predict_video.py's rule (plain, not one of
+    its entries such as ``overlays``), and not one of the annotator's own entries."""
+    video_output_name(name)
+    if name.lower() in OWN_ENTRIES:
+        raise UserError(f"video name {name!r} is reserved for the annotator's own outputs "
+                        f"({', '.join(OWN_ENTRIES)}); rename the video")
+    return name
+
+
+def _inside(root: Path, *parts: str) -> Path:
+    return inside(root, Path(root).joinpath(*parts))
 
 
 def export(state) -> Dict[str, str]:
     """Write the PNG masks, the COCO JSON and the overlay video; returns their paths."""
     with state._idle():
         root, video = state.output_dir, state.source.name
-        mask_dir = inside(root, video)
+        mask_dir = _inside(root, check_video_name(video))
         if mask_dir.exists() and not state.exported:
             raise AnnotatorError(409, f"{mask_dir} exists and was not written by the annotator; "
                                       "refusing to replace it (choose another --output_dir)")
         root.mkdir(parents=True, exist_ok=True)
-        tmp = inside(root, f".{video}.export-{os.getpid()}")
+        tmp = _inside(root, f".{video}.export-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             for f in tqdm(range(state.num_frames), desc="export", unit="frame", leave=False):
                 write_label_png(tmp / f"{state.source.frame_name(f)}.png", state.store.labels(f))
-            coco_path = inside(root, "coco", f"{video}.json")
+            coco_path = _inside(root, "coco", f"{video}.json")
             with atomic_write(coco_path) as fh:
                 json.dump(coco_dict(state), fh)
-            overlay_path = inside(root, "overlays", f"{video}.mp4")
+            overlay_path = _inside(root, "overlays", f"{video}.mp4")
             write_overlay(state, overlay_path)
             if mask_dir.exists():
                 shutil.rmtree(mask_dir)

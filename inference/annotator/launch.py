@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from inference.annotator import session_file
-from inference.annotator.export import inside, load_masks
+from inference.annotator.export import check_video_name, load_masks
 from inference.annotator.state import AnnotatorError, AnnotatorState
 from inference.video_sources import open_video_source
 from utils.errors import UserError
@@ -30,13 +30,13 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
+    check_video_name(source.name)  # before anything is removed or written under its name
     _remove_stale_temp_files(output_dir, source.name)
     saved = session_file.read(output_dir)
     try:
         state = AnnotatorState(source, make_predictor, output_dir, preset=preset, threshold=threshold, evict=evict)
     except AnnotatorError as exc:
         raise UserError(str(exc)) from None
-    inside(state.output_dir, source.name)  # the video's name must be a plain folder name
     if saved is not None:
         session_file.restore(state, saved)
         exported = state.output_dir / source.name
