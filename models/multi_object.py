@@ -17,6 +17,8 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
+from models.eviction import memory_reach, pointer_reach
+
 # Entries of a frame's output that memory reads (``_prepare_memory_conditioned_features``).
 _MEMORY_KEYS = ("maskmem_features", "obj_ptr")
 
@@ -35,9 +37,9 @@ def processing_order(state, start_frame_idx, max_frame_num_to_track, reverse) ->
 
 
 def memory_window(predictor) -> int:
-    """How far back (in frames) memory can read: memory frames and object pointers."""
-    stride = max(1, int(getattr(predictor, "memory_temporal_stride_for_eval", 1)))
-    return max(predictor.num_maskmem * stride + 2, predictor.max_obj_ptrs_in_encoder)
+    """How far back (in frames) memory can read: memory frames and object pointers (the
+    reach output eviction uses too)."""
+    return max(memory_reach(predictor), pointer_reach(predictor))
 
 
 def _memory_key(out: dict, frame_idx: int, window: int) -> Tuple:
