@@ -272,14 +272,16 @@ class TrackingSession:
 
 
 def _object_scores(state, frame_idx: int, temp: bool = False) -> Dict[int, float]:
-    """Object-presence logits of each object on a frame, where the state holds them."""
-    scores = {}
+    """Object-presence logits of each object on a frame, where the state holds them (moved
+    to the host in one transfer: one sync per frame on GPU, not one per object)."""
+    ids, logits = [], []
     sources = ("temp_output_dict_per_obj", "output_dict_per_obj") if temp else ("output_dict_per_obj",)
     for idx, obj_id in state["obj_idx_to_id"].items():
         for source in sources:
             per_obj = state[source][idx]
             out = per_obj["cond_frame_outputs"].get(frame_idx) or per_obj["non_cond_frame_outputs"].get(frame_idx)
             if out is not None and out.get("object_score_logits") is not None:
-                scores[int(obj_id)] = float(out["object_score_logits"].flatten()[0])
+                ids.append(int(obj_id))
+                logits.append(out["object_score_logits"].flatten()[:1].float())
                 break
-    return scores
+    return dict(zip(ids, torch.cat(logits).tolist())) if logits else {}
