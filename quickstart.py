@@ -42,7 +42,9 @@ def parse_args(argv=None):
     d = p.add_argument_group("synthetic data")
     d.add_argument("--train_videos", type=int, default=24, help="training videos (default 24)")
     d.add_argument("--val_videos", type=int, default=4, help="validation videos, scored after each epoch (default 4)")
-    d.add_argument("--test_videos", type=int, default=12, help="held-out test videos (default 12)")
+    d.add_argument("--test_videos", type=int, default=12, help="held-out test videos, slow and fast (default 12)")
+    d.add_argument("--long_videos", type=int, default=2,
+                   help="held-out long videos: >= 200 frames, static phases and bursts (default 2; 0: none)")
     d.add_argument("--frames", type=int, default=24, help="frames per video (default 24)")
     d.add_argument("--size", type=int, default=128, help="frame side in pixels (default 128)")
     t = p.add_argument_group("training")
@@ -66,6 +68,8 @@ def parse_args(argv=None):
     for name in ("train_videos", "val_videos", "test_videos", "frames", "size", "threads"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.long_videos < 0:
+        raise UserError(f"--long_videos must be at least 0, got {args.long_videos}")
     if args.size % 32:
         raise UserError(f"--size must be a multiple of 32 (the model's stride), got {args.size}")
     if args.epochs is not None and args.epochs < 1:
@@ -115,33 +119,6 @@ def training_overrides(args, data_dir: Path) -> list[str]:
     return overrides + list(args.override)
 
 
-def summary_markdown(test_dir: Path, reports: dict, trained_summary: dict, wall: dict) -> str:
-    speeds = pipe.videos_by_speed(test_dir)
-    speed_of = {v: s for s, names in speeds.items() for v in names}
-    names = list(reports.keys())
-    rows = []
-    for video in sorted(speed_of):
-        n_obj = len(reports[names[0]]["videos"][video]["objects"])
-        rows.append([video, speed_of[video], n_obj] + [pipe.mean_object_dice(reports[n], [video]) for n in names])
-    for label, videos in [("**all (mean over objects)**", None)] + [(f"**{s} videos**", v) for s, v in sorted(speeds.items())]:
-        n_obj = sum(len(reports[names[0]]["videos"][v]["objects"]) for v in (videos or speed_of))
-        rows.append([label, "", n_obj] + [pipe.mean_object_dice(reports[n], videos) for n in names])
-    table = pipe.markdown_table(["video", "motion", "objects"] + [f"Dice, {n}" for n in names], rows)
-    per_video = [v["attended_memory_tokens_mean"] for v in trained_summary["videos"]
-                 if v.get("attended_memory_tokens_mean") is not None]
-    tokens = sum(per_video) / len(per_video) if per_video else None
-    lines = [
-        "# Quickstart results", "",
-        "Held-out synthetic test videos, first-frame mask prompts, Dice of every later frame "
-        "(`evaluate.py --skip_first`), mean over objects.", "",
-        table, "",
-        f"Memory tokens attended per tracked frame (trained model, mean over frames and videos): {tokens:.0f}"
-        if tokens else "",
-        "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()), "",
-    ]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
@@ -154,10 +131,14 @@ def main(argv=None) -> int:
     start = time.perf_counter()
 
     log.info("[1/4] synthetic surgical videos -> %s", data_dir)
-    for name, split in (("train", pipe.SyntheticSplit(args.train_videos, args.frames, 0, "mixed", args.size)),
-                        ("val", pipe.SyntheticSplit(args.val_videos, args.frames, 1000, "mixed", args.size)),
-                        ("test", pipe.SyntheticSplit(args.test_videos, args.frames, 2000, "mixed", args.size))):
+    splits = {"train": pipe.SyntheticSplit(args.train_videos, args.frames, 0, "mixed", args.size),
+              "val": pipe.SyntheticSplit(args.val_videos, args.frames, 1000, "mixed", args.size),
+              "test": pipe.SyntheticSplit(args.test_videos, args.frames, 2000, "mixed", args.size)}
+    if args.long_videos:
+        splits["test_long"] = pipe.SyntheticSplit(args.long_videos, args.frames, 2500, "mixed", args.size, "long")
+    for name, split in splits.items():
         pipe.generate_split(data_dir / name, split)
+    tests = [name for name in splits if name.startswith("test")]
     wall["data"] = time.perf_counter() - start
 
     log.info("[2/4] training -> %s (tensorboard --logdir %s)", run_dir, run_dir / "tensorboard")
@@ -165,28 +146,36 @@ def main(argv=None) -> int:
     checkpoint = pipe.train(run_dir, overrides)
     wall["training"] = time.perf_counter() - tick
 
-    log.info("[3/4] prediction on the %d held-out videos -> %s", args.test_videos, pred_dir)
+    log.info("[3/4] prediction on the %d held-out videos -> %s", args.test_videos + args.long_videos, pred_dir)
     tick = time.perf_counter()
-    test_dir = data_dir / "test"
-    summaries = {"trained": pipe.predict(checkpoint, test_dir, pred_dir / "trained", args.memory, overlay=True)}
+    # from an official checkpoint the "untrained" weights are the pretrained ones
+    weights = {"trained": checkpoint}
     if not args.no_baseline:
-        summaries["untrained"] = pipe.predict(run_dir / "checkpoints" / "init.pt", test_dir, pred_dir / "untrained",
-                                              args.memory, quiet=True)
+        baseline = "pretrained, not fine-tuned" if args.init_checkpoint else "untrained"
+        weights[baseline] = run_dir / "checkpoints" / "init.pt"
+    # output names: trained, trained_long, untrained (pretrained from a checkpoint); the baseline
+    # skips the long videos (about a third of the prediction time, and says little more)
+    runs = {(label, split): label.split(",")[0] + split[len("test"):] for label in weights for split in tests
+            if label == "trained" or split == "test"}
+    summaries = {(label, split): pipe.predict(weights[label], data_dir / split, pred_dir / name, args.memory,
+                                              overlay=label == "trained", quiet=label != "trained")
+                 for (label, split), name in runs.items()}
     wall["prediction"] = time.perf_counter() - tick
 
     log.info("[4/4] evaluation -> %s", eval_dir)
     tick = time.perf_counter()
-    reports = {"trained": pipe.evaluate(pred_dir / "trained", test_dir / "Annotations", eval_dir / "trained.json",
-                                        plot=eval_dir / "dice_trained.png", csv=eval_dir / "trained_objects.csv")}
-    if not args.no_baseline:
-        # from an official checkpoint the "untrained" weights are the pretrained ones
-        label = "pretrained, not fine-tuned" if args.init_checkpoint else "untrained"
-        reports[label] = pipe.evaluate(pred_dir / "untrained", test_dir / "Annotations",
-                                       eval_dir / "untrained.json", quiet=True)
+    reports = {label: {} for label in weights}
+    for (label, split), name in runs.items():
+        first = name == "trained"  # the plot and CSV of the trained model's main test split
+        reports[label][split] = pipe.evaluate(
+            pred_dir / name, data_dir / split / "Annotations", eval_dir / f"{name}.json", quiet=not first,
+            plot=eval_dir / "dice_trained.png" if first else None,
+            csv=eval_dir / "trained_objects.csv" if first else None)
     wall["evaluation"] = time.perf_counter() - tick
     wall["total"] = time.perf_counter() - start
 
-    text = summary_markdown(test_dir, reports, summaries["trained"], wall)
+    trained = [summaries[("trained", split)] for split in tests]
+    text = pipe.quickstart_summary({split: data_dir / split for split in tests}, reports, trained, wall)
     with atomic_write(out / "summary.md", "w") as f:
         f.write(text)
     print("\n" + text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -34,47 +35,68 @@ class SyntheticSplit:
     seed: int
     speed: str = "mixed"
     size: int = 128
+    scenario: str = "basic"
 
     def matches(self, meta: dict) -> bool:
         return (meta.get("num_videos") == self.num_videos and meta.get("num_frames") == self.num_frames
                 and meta.get("seed") == self.seed and meta.get("speed") == self.speed
-                and list(meta.get("size", [])) == [self.size, self.size])
+                and list(meta.get("size", [])) == [self.size, self.size]
+                and meta.get("scenario", "basic") == self.scenario)
 
 
-def run_command(script: str, args: Sequence[str], what: str, quiet: bool = False) -> None:
-    """Run ``python <script> <args>`` from the repo root; a non-zero exit is a UserError."""
+def run_command(script: str, args: Sequence[str], what: str, quiet: bool = False, log_file: Optional[Path] = None,
+                env: Optional[Dict[str, str]] = None) -> None:
+    """Run ``python <script> <args>`` from the repo root; a non-zero exit is a UserError.
+
+    ``log_file``: the command's stdout and stderr go there (for jobs run side by side).
+    ``env``: extra environment variables.
+    """
     cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
     log.info("%s: python %s", what, " ".join(shlex.quote(str(a)) for a in [script, *args]))
-    result = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL if quiet else None)
+    full_env = {**os.environ, **env} if env else None
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a") as f:
+            result = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        where = f"its output is in {log_file}"
+    else:
+        result = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL if quiet else None, env=full_env)
+        where = "the command is logged above"
     if result.returncode != 0:
-        raise UserError(f"{what} failed (exit code {result.returncode}); the command is logged above")
+        raise UserError(f"{what} failed (exit code {result.returncode}); {where}")
 
 
-def generate_split(out: Path, split: SyntheticSplit, quiet: bool = False) -> Path:
+def generate_split(out: Path, split: SyntheticSplit, quiet: bool = False, mp4: bool = True) -> Path:
     """Write a synthetic split to ``out`` unless an identical one is already there."""
     meta_path = out / "meta.json"
     if meta_path.is_file() and split.matches(json.loads(meta_path.read_text())):
         log.info("synthetic data: %s is up to date (%d videos), reused", out, split.num_videos)
         return out
-    run_command("data/synthetic.py", ["--out", out, "--num_videos", split.num_videos, "--num_frames",
-                                      split.num_frames, "--seed", split.seed, "--speed", split.speed,
-                                      "--size", split.size, split.size, "--log_level", "WARNING"],
-                f"synthetic data ({out.name})", quiet=quiet)
+    args = ["--out", out, "--num_videos", split.num_videos, "--num_frames", split.num_frames, "--seed", split.seed,
+            "--speed", split.speed, "--size", split.size, split.size, "--log_level", "WARNING"]
+    if split.scenario != "basic":
+        args += ["--scenario", split.scenario]
+    if not mp4:
+        args.append("--no_mp4")
+    run_command("data/synthetic.py", args, f"synthetic data ({out.name})", quiet=quiet)
     return out
 
 
-def videos_by_speed(dataset_dir: Path) -> Dict[str, List[str]]:
-    """``{"fast": [...], "slow": [...]}`` from a synthetic split's ``meta.json``."""
+def videos_by_motion(dataset_dir: Path) -> Dict[str, List[str]]:
+    """``{"fast": [...], "slow": [...]}`` from a synthetic split's ``meta.json``; a video of a
+    scenario (``long``, ``occlusion`` ...) is grouped under its scenario."""
     meta = json.loads((Path(dataset_dir) / "meta.json").read_text())
     groups: Dict[str, List[str]] = {}
     for name, video in sorted(meta["videos"].items()):
-        groups.setdefault(video["speed"], []).append(name)
+        scenario = video.get("scenario", "basic")
+        groups.setdefault(video["speed"] if scenario == "basic" else scenario, []).append(name)
     return groups
 
 
-def train(run_dir: Path, overrides: Sequence[str]) -> Path:
+def train(run_dir: Path, overrides: Sequence[str], log_file: Optional[Path] = None) -> Path:
     """``training/train_tsms_sam2.py run_dir=... <overrides>``; returns the last checkpoint."""
-    run_command("training/train_tsms_sam2.py", [f"run_dir={run_dir}", *overrides], "training")
+    run_command("training/train_tsms_sam2.py", [f"run_dir={run_dir}", *overrides], f"training ({Path(run_dir).name})",
+                log_file=log_file)
     ckpt = Path(run_dir) / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise UserError(f"training finished without writing {ckpt}")
@@ -82,22 +104,24 @@ def train(run_dir: Path, overrides: Sequence[str]) -> Path:
 
 
 def predict(checkpoint: Path, dataset_dir: Path, output_dir: Path, memory: Optional[str] = None,
-            overlay: bool = False, quiet: bool = False) -> dict:
-    """``predict_video.py --dataset_dir`` with first-frame mask prompts; returns summary.json."""
+            overlay: bool = False, quiet: bool = False, extra: Sequence[str] = (),
+            env: Optional[Dict[str, str]] = None, log_file: Optional[Path] = None) -> dict:
+    """``predict_video.py --dataset_dir`` with first-frame mask prompts; returns summary.json.
+    ``extra``: more predict_video.py arguments, e.g. ``["--pruning_threshold", "auto"]``."""
     args = ["--dataset_dir", dataset_dir, "--checkpoint", checkpoint, "--output_dir", output_dir,
-            "--device", "cpu", "--prompt_type", "mask"]
+            "--device", "cpu", "--prompt_type", "mask", *extra]
     if memory:
         args += ["--memory", memory]
     if overlay:
         args.append("--overlay")
     if quiet:
         args.append("--quiet")
-    run_command("inference/predict_video.py", args, f"prediction ({Path(output_dir).name})")
+    run_command("inference/predict_video.py", args, f"prediction ({Path(output_dir).name})", env=env, log_file=log_file)
     return json.loads((Path(output_dir) / "summary.json").read_text())
 
 
 def evaluate(pred_dir: Path, gt_dir: Path, out_json: Path, plot: Optional[Path] = None,
-             csv: Optional[Path] = None, quiet: bool = False) -> dict:
+             csv: Optional[Path] = None, quiet: bool = False, log_file: Optional[Path] = None) -> dict:
     """``evaluate.py --skip_first`` (the prompted frame is not scored); returns its JSON report."""
     args = ["--pred_dir", pred_dir, "--gt_dir", gt_dir, "--skip_first", "--out", out_json]
     if plot is not None:
@@ -106,16 +130,61 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_json: Path, plot: Optional[Path] 
         args += ["--csv", csv]
     if quiet:
         args += ["--no_progress", "--log_level", "WARNING"]
-    run_command("eval/evaluate.py", args, f"evaluation ({Path(pred_dir).name})", quiet=quiet)
+    run_command("eval/evaluate.py", args, f"evaluation ({Path(pred_dir).name})", quiet=quiet, log_file=log_file)
     return json.loads(Path(out_json).read_text())
+
+
+def object_dice(report: dict, videos: Optional[Sequence[str]] = None) -> List[float]:
+    """The Dice of every object of ``videos`` (all videos by default) in an evaluate.py report."""
+    names = report["videos"].keys() if videos is None else videos
+    return [obj["dice"] for name in names for obj in report["videos"][name]["objects"].values()
+            if obj["dice"] is not None]
 
 
 def mean_object_dice(report: dict, videos: Optional[Sequence[str]] = None) -> float:
     """Mean Dice over the objects of ``videos`` (all videos by default) in an evaluate.py report."""
-    names = report["videos"].keys() if videos is None else videos
-    scores = [obj["dice"] for name in names for obj in report["videos"][name]["objects"].values()
-              if obj["dice"] is not None]
+    scores = object_dice(report, videos)
     return sum(scores) / len(scores) if scores else float("nan")
+
+
+def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dict]], trained: Sequence[dict],
+                       wall: Dict[str, float]) -> str:
+    """The quickstart's ``summary.md``: Dice per video and per motion group (mean over objects).
+
+    ``splits``: test split -> dataset folder; ``reports[label][split]``: evaluate.py reports
+    (label: trained, untrained ...; the first label has every split, the others may lack
+    some); ``trained``: the trained model's summary.json per split.
+    """
+    labels = list(reports)
+    motion = {(split, v): group for split, folder in splits.items()
+              for group, names in videos_by_motion(folder).items() for v in names}
+
+    def dice(label, keys):
+        scores = [d for split, v in keys if split in reports[label] for d in object_dice(reports[label][split], [v])]
+        return sum(scores) / len(scores) if scores else "–"  # a split this model was not run on
+
+    def n_objects(keys):
+        return sum(len(reports[labels[0]][split]["videos"][v]["objects"]) for split, v in keys)
+
+    rows = [[v if split == "test" else f"{split}/{v}", group, n_objects([(split, v)])]
+            + [dice(label, [(split, v)]) for label in labels] for (split, v), group in sorted(motion.items())]
+    groups = [("**all (mean over objects)**", sorted(motion))]
+    groups += [(f"**{g} videos**", sorted(k for k in motion if motion[k] == g)) for g in sorted(set(motion.values()))]
+    rows += [[name, "", n_objects(keys)] + [dice(label, keys) for label in labels] for name, keys in groups]
+    table = markdown_table(["video", "motion", "objects"] + [f"Dice, {label}" for label in labels], rows)
+    per_video = [v["attended_memory_tokens_mean"] for summary in trained for v in summary["videos"]
+                 if v.get("attended_memory_tokens_mean") is not None]
+    tokens = sum(per_video) / len(per_video) if per_video else None
+    lines = [
+        "# Quickstart results", "",
+        "Held-out synthetic test videos, first-frame mask prompts, Dice of every later frame "
+        "(`evaluate.py --skip_first`), mean over objects.", "",
+        table, "",
+        f"Memory tokens attended per tracked frame (trained model, mean over frames and videos): {tokens:.0f}"
+        if tokens else "",
+        "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()), "",
+    ]
+    return "\n".join(lines)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -9,12 +9,11 @@ import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import logging  # noqa: E402
-import os  # noqa: E402
 
 from inference.prompts import PROMPT_TYPES  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.logging import setup_logging  # noqa: E402
+from utils.logging import disable_progress_bars, setup_logging  # noqa: E402
 
 
 def _threshold(text: str):
@@ -66,7 +65,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
+        disable_progress_bars()
     setup_logging(args.log_level)
     logging.getLogger("sam2").setLevel(logging.WARNING)
     from inference.runner import PredictOptions, run_predict_video

@@ -281,6 +281,7 @@ def test_real_cli_process_exit_code(vos_root, mini_checkpoint, tmp_path):
     )
     assert ok.returncode == 0, ok.stderr
     assert len(list((tmp_path / "res" / "vid").glob("*.png"))) == N_FRAMES
+    assert "propagate in video" not in ok.stderr and "it/s" not in ok.stderr  # --quiet silences sam2's bar too
     bad = subprocess.run(
         [sys.executable, str(REPO / "inference" / "predict_video.py"), "--video_path", "missing.mp4", "--model_cfg", "mini"],
         cwd=tmp_path, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Smoke versions of the quickstart and of the synthetic ablation: every stage runs as the
+"""Smoke version of the quickstart: every stage runs as the
 user's command would (subprocesses of the real CLIs), at toy sizes, and every artefact
 the README promises is checked."""
 
@@ -23,10 +23,10 @@ def _run(script: str, args, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_quickstart_smoke_writes_every_artefact(tmp_path):
     out = tmp_path / "qs"
-    result = _run("quickstart.py", ["--out", str(out), "--test_videos", "2", *TOY], cwd=tmp_path)
+    result = _run("quickstart.py", ["--out", str(out), "--test_videos", "2", "--long_videos", "1", *TOY], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # data, training run (config, checkpoints incl. the untrained weights, tensorboard)
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "test_long"):
         assert (out / "data" / split / "meta.json").is_file()
     run = out / "run"
     for name in ("init.pt", "last.pt"):
@@ -36,12 +36,15 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     overlays = sorted((out / "predictions" / "trained" / "overlays").glob("*.mp4"))
     assert len(overlays) == 2 and all(p.stat().st_size > 0 for p in overlays)
     assert (out / "predictions" / "untrained" / "summary.json").is_file()
+    assert not (out / "predictions" / "untrained_long").exists()  # the baseline skips the long videos
+    assert len(list((out / "predictions" / "trained_long" / "overlays").glob("*.mp4"))) == 1
     assert (out / "eval" / "dice_trained.png").stat().st_size > 0
     assert (out / "eval" / "trained_objects.csv").is_file()
     report = json.loads((out / "eval" / "trained.json").read_text())
     assert report["settings"]["skip_first"] is True
     summary = (out / "summary.md").read_text()
     assert "Dice, trained" in summary and "Dice, untrained" in summary and "fast videos" in summary
+    assert "| test_long/video_0000 | long |" in summary and "**long videos**" in summary
     assert summary in result.stdout  # the table is printed too
     # the commands of each stage are logged so a user can rerun them by hand
     assert "training/train_tsms_sam2.py" in result.stderr and "eval/evaluate.py" in result.stderr
@@ -78,26 +81,3 @@ def test_quickstart_init_checkpoint_name_must_tell_the_model(tmp_path):
     with pytest.raises(UserError, match="pass --init_model"):
         find_official_checkpoint(str(other), None)
     assert find_official_checkpoint(str(other), "mini")[1] == "mini"
-
-
-def test_ablation_smoke_reports_each_memory_on_fast_and_slow_splits(tmp_path):
-    out = tmp_path / "abl"
-    args = ["--out", str(out), "--samplers", "motion_adaptive", "--memories", "sam2", "tsms_fast",
-            "--test_videos", "1", *TOY[:-2]]
-    result = _run("eval/ablation_synthetic.py", args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [(r["sampler"], r["memory"]) for r in rows] == [("motion_adaptive", "sam2"), ("motion_adaptive", "tsms_fast")]
-    for r in rows:
-        assert 0.0 <= r["dice_fast"] <= 1.0 and 0.0 <= r["dice_slow"] <= 1.0
-        assert r["objects_fast"] >= 1 and r["objects_slow"] >= 1
-    # 4-frame videos: up to 3 memory frames; tsms_fast keeps the prompted and the newest
-    assert rows[1]["attended_tokens"] < rows[0]["attended_tokens"]
-    table = (out / "results.md").read_text()
-    assert "| motion_adaptive | tsms_fast |" in table and "Dice fast" in table
-
-
-def test_ablation_refuses_unknown_memory_before_training(tmp_path):
-    result = _run("eval/ablation_synthetic.py", ["--out", str(tmp_path / "a"), "--memories", "nope"], cwd=tmp_path)
-    assert result.returncode == 2 and "unknown memory 'nope'" in result.stderr
-    assert not (tmp_path / "a").exists()

@@ -23,3 +23,17 @@ def setup_logging(level: int | str = logging.INFO, rank_zero_only: bool = True) 
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
+
+
+def disable_progress_bars() -> None:
+    """Turn off every tqdm bar of this process that does not set ``disable`` itself, sam2's
+    "propagate in video" included. (``TQDM_DISABLE`` would do it, but tqdm reads it once, on
+    import, which has happened by the time the arguments are parsed.)"""
+    import functools
+
+    from tqdm import std
+
+    if not getattr(std.tqdm.__init__, "_tsms_quiet", False):
+        init = functools.partialmethod(std.tqdm.__init__, disable=True)
+        init._tsms_quiet = True
+        std.tqdm.__init__ = init

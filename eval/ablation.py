@@ -1,0 +1,241 @@
+"""The TS/MS ablation: its rows, and the statistics and table of its results.
+
+A row is a training recipe (sampler, memory) and the memory used at inference. Rows that
+only change inference reuse the checkpoints of the row they name (``weights_of``), so
+every seed of ``tsms_fast`` is the ``tsms`` model of that seed, tracked with another memory.
+
+Statistics (docs/method.md, "The ablation"): the unit is a held-out video, scored as the
+mean Dice over its objects (first frame excluded).
+
+* **Dice of a row, per seed**: mean over the videos of a group (or all videos); the table
+  gives mean ± sample std (ddof=1) over the seeds.
+* **Difference from the reference row** (SAM2): per video, the row's Dice averaged over its
+  seeds minus the reference's averaged over its seeds; the mean of those differences, with
+  a 95% percentile interval from a paired bootstrap over videos (videos resampled with
+  replacement, the same draw for both rows).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from utils.io import atomic_write
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    sampler: str
+    memory: str                      # trained with
+    infer_memory: str                # tracked with
+    pruning_threshold: Optional[str] = None  # at inference, e.g. "auto"
+    weights_of: Optional[str] = None  # reuse this row's checkpoints (inference-only row)
+
+    @property
+    def trains(self) -> bool:
+        return self.weights_of is None
+
+    @property
+    def run_key(self) -> str:
+        return self.weights_of or self.key
+
+
+ROWS: Dict[str, Row] = {r.key: r for r in (
+    Row("sam2", "SAM2", "uniform", "sam2", "sam2"),
+    Row("ts", "+TS", "multiscale", "sam2", "sam2"),
+    Row("ms", "+MS", "uniform", "tsms", "tsms"),
+    Row("tsms", "TSMS", "multiscale", "tsms", "tsms"),
+    Row("motion_adaptive", "TSMS, motion-adaptive TS", "motion_adaptive", "tsms", "tsms"),
+    Row("tsms_fast", "TSMS, tsms_fast at inference", "multiscale", "tsms", "tsms_fast", weights_of="tsms"),
+    Row("auto", "TSMS, dynamic threshold", "multiscale", "tsms", "tsms", pruning_threshold="auto",
+        weights_of="tsms"),
+)}
+REFERENCE = "sam2"
+PAPER_ROWS = ("sam2", "ts", "ms", "tsms")
+
+
+def seed_means(per_seed: Mapping[int, Mapping[str, float]], videos: Sequence[str]) -> List[float]:
+    """For each seed, the mean Dice over ``videos`` (NaN-free videos only)."""
+    out = []
+    for scores in per_seed.values():
+        values = [scores[v] for v in videos if v in scores and not math.isnan(scores[v])]
+        out.append(float(np.mean(values)) if values else math.nan)
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple:
+    """``(mean, sample std)``; the std is NaN for fewer than two values."""
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
+def video_means(per_seed: Mapping[int, Mapping[str, float]], videos: Sequence[str]) -> np.ndarray:
+    """Each video's Dice averaged over the seeds (one value per video, in ``videos`` order)."""
+    return np.array([np.nanmean([scores.get(v, math.nan) for scores in per_seed.values()]) for v in videos])
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10000, seed: int = 0) -> tuple:
+    """``(mean(a - b), low, high)``: the 95% percentile interval of the mean paired
+    difference, resampling the pairs with replacement ``n_boot`` times."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diff = diff[~np.isnan(diff)]
+    if diff.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
+def summarize(scores: Mapping[str, Mapping[int, Mapping[str, float]]], groups: Mapping[str, Sequence[str]],
+              reference: str = REFERENCE, n_boot: int = 10000) -> Dict[str, dict]:
+    """Per row: ``{"seeds", "all": (mean, std), <group>: (mean, std), "delta": (d, low, high)}``.
+
+    ``scores[row][seed][video]`` is a video's Dice; ``groups`` maps a group name to its
+    videos (``all`` is every video of every group).
+    """
+    every = [v for videos in groups.values() for v in videos]
+    out = {}
+    for key, per_seed in scores.items():
+        entry = {"seeds": sorted(per_seed), "all": mean_std(seed_means(per_seed, every))}
+        for group, videos in groups.items():
+            entry[group] = mean_std(seed_means(per_seed, videos))
+        if reference in scores and key != reference:
+            entry["delta"] = paired_bootstrap(video_means(per_seed, every), video_means(scores[reference], every),
+                                              n_boot=n_boot)
+        out[key] = entry
+    return out
+
+
+def fmt_mean_std(pair: tuple) -> str:
+    mean, std = pair
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def fmt_delta(delta: Optional[tuple]) -> str:
+    if delta is None or math.isnan(delta[0]):
+        return "n/a"
+    d, low, high = (100 * x for x in delta)
+    return f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def write_plot(summary: Mapping[str, dict], groups: Sequence[str], labels: Mapping[str, str], path) -> None:
+    """Left: each row's difference from the reference with its 95% interval; right: Dice per
+    group and row (bars: mean over seeds, whiskers: std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(summary)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.5 * len(keys) + 3.5),
+                                      gridspec_kw={"width_ratios": [1, 2.2]})
+    y = np.arange(len(keys))[::-1]
+    for yi, key in zip(y, keys):
+        delta = summary[key].get("delta")
+        if delta is None or math.isnan(delta[0]):
+            left.plot([0], [yi], "ks")
+            continue
+        d, low, high = (100 * x for x in delta)
+        left.errorbar([d], [yi], xerr=[[d - low], [high - d]], fmt="o", color="C0", capsize=4)
+    left.axvline(0, color="grey", lw=1)
+    left.set_yticks(y, [labels[k] for k in keys])
+    left.set_xlabel("Dice points vs SAM2 (95% paired bootstrap)")
+    width = 0.8 / len(keys)
+    x = np.arange(len(groups))
+    for i, key in enumerate(keys):
+        means = [summary[key][g][0] for g in groups]
+        stds = [0.0 if math.isnan(summary[key][g][1]) else summary[key][g][1] for g in groups]
+        right.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=labels[key])
+    right.set_xticks(x, groups)
+    right.set_ylabel("Dice (mean over seeds)")
+    finite = [summary[k][g][0] for k in keys for g in groups if not math.isnan(summary[k][g][0])]
+    right.set_ylim(max(0.0, min(finite, default=0.0) - 0.1), 1.0)
+    right.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _json_safe(x):
+    """NaN becomes null, tuples lists, keys strings: strict JSON."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else math.nan
+
+
+def cost(per_seed: Mapping[int, dict]) -> tuple:
+    """``(attended tokens per frame, ms per frame)``: mean over videos and seeds of each
+    video's mean tokens; the median over seeds of the median ms per frame over videos."""
+    tokens = [t for result in per_seed.values() for t in result["tokens"].values() if t is not None]
+    ms = _median([_median(result["ms"].values()) for result in per_seed.values()])
+    return (float(np.mean(tokens)) if tokens else math.nan), ms
+
+
+def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping[str, tuple],
+                groups: Sequence[str], meta: Mapping) -> str:
+    header = ["row", "sampler", "memory (train → track)", "seeds", "Dice all", "Δ vs SAM2, points [95% CI]",
+              *groups, "tokens / frame", "ms / frame"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
+    for row in rows:
+        s = summary[row.key]
+        memory = row.memory if row.memory == row.infer_memory else f"{row.memory} → {row.infer_memory}"
+        if row.pruning_threshold:
+            memory += f", threshold {row.pruning_threshold}"
+        cells = [row.label, row.sampler, memory, str(len(s["seeds"])), fmt_mean_std(s["all"]),
+                 "(reference)" if row.key == REFERENCE else fmt_delta(s.get("delta")),
+                 *[fmt_mean_std(s[g]) for g in groups],
+                 f"{costs[row.key][0]:.0f}", f"{costs[row.key][1]:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    videos = ", ".join(f"{g} {n}" for g, n in meta["videos_per_group"].items())
+    return (f"# TS/MS ablation on synthetic video ({meta['date']})\n\n"
+            f"Mini model from scratch, {meta['size']} px, the quickstart's recipe (`experiment=synthetic_tiny`, "
+            f"{meta['train_videos']} training videos); one training per seed and trained row. Held-out videos "
+            f"({videos}) tracked from first-frame masks; a video's Dice is the mean over its objects, first frame "
+            f"excluded. Dice: mean ± std over seeds of the mean over videos. Δ: paired bootstrap over the "
+            f"{meta['n_videos']} videos of the per-video Dice averaged over seeds. Tokens: memory tokens attended "
+            f"per frame; ms / frame: median, {meta['jobs']} job(s) side by side on a shared CPU (compare within "
+            f"the column only). Command: `{meta['command']}` ({meta['minutes']:.0f} min of this sitting).\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def write_results(out, rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]], groups: Mapping[str, list],
+                  settings: Mapping) -> str:
+    """``results.json``, ``results.md`` and ``ablation.png`` under ``out``; returns the markdown.
+    ``settings``: size, train_videos, jobs, bootstrap, minutes and the command, for the text."""
+    out = Path(out)
+    dice = {key: {seed: r["dice"] for seed, r in per_seed.items()} for key, per_seed in scores.items()}
+    summary = summarize(dice, groups, n_boot=settings["bootstrap"])
+    costs = {key: cost(per_seed) for key, per_seed in scores.items()}
+    meta = {"date": date.today().isoformat(), **settings, "videos_per_group": {g: len(v) for g, v in groups.items()},
+            "n_videos": sum(len(v) for v in groups.values())}
+    text = to_markdown(rows, summary, costs, list(groups), meta)
+    with atomic_write(out / "results.json", "w") as f:
+        json.dump(_json_safe({"meta": meta, "groups": groups, "summary": summary, "costs": costs, "scores": scores}),
+                  f, indent=1)
+    with atomic_write(out / "results.md", "w") as f:
+        f.write(text)
+    with atomic_write(out / "ablation.png", "wb") as f:
+        write_plot(summary, list(groups), {r.key: r.label for r in rows}, f)
+    return text
