@@ -175,11 +175,15 @@ def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dic
     per_video = [v["attended_memory_tokens_mean"] for summary in trained for v in summary["videos"]
                  if v.get("attended_memory_tokens_mean") is not None]
     tokens = sum(per_video) / len(per_video) if per_video else None
+    partial = [label for label in labels if set(reports[label]) != set(splits)]
     lines = [
         "# Quickstart results", "",
         "Held-out synthetic test videos, first-frame mask prompts, Dice of every later frame "
         "(`evaluate.py --skip_first`), mean over objects.", "",
         table, "",
+        f"–: not run: the {' and '.join(partial)} weights are tracked on "
+        f"{', '.join(f'`{s}`' for s in sorted(reports[partial[0]]))} only (their 'all' is over those videos)."
+        if partial else "",
         f"Memory tokens attended per tracked frame (trained model, mean over frames and videos): {tokens:.0f}"
         if tokens else "",
         "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()), "",
