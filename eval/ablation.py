@@ -163,7 +163,7 @@ def write_plot(summary: Mapping[str, dict], groups: Sequence[str], labels: Mappi
     right.set_ylabel("Dice (mean over seeds)")
     finite = [summary[k][g][0] for k in keys for g in groups if not math.isnan(summary[k][g][0])]
     right.set_ylim(max(0.0, min(finite, default=0.0) - 0.1), 1.0)
-    right.legend(fontsize=8, loc="lower left")
+    right.legend(fontsize=8, ncol=min(len(keys), 4), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -220,6 +220,21 @@ def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping
             + "\n".join(lines) + "\n")
 
 
+def events_markdown(rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]]) -> str:
+    """Dice inside the scenario event windows (eval/scenarios.py), mean ± std over seeds."""
+    events = sorted({e for r in rows for result in scores[r.key].values() for e in result.get("events", {})})
+    if not events:
+        return ""
+    lines = ["| row | " + " | ".join(events) + " |", "|---|" + "---:|" * len(events)]
+    for row in rows:
+        cells = [fmt_mean_std(mean_std([result["events"].get(e, math.nan) for result in scores[row.key].values()
+                                        if result.get("events")])) for e in events]
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    return ("\nDice inside event windows (eval/scenarios.py: the event's span, or the 10 frames from a "
+            "point event on; inside `occluded` the truth is empty, so Dice is the share of frames without a false "
+            "positive), mean over the (event, object) pairs, then mean ± std over seeds:\n\n" + "\n".join(lines) + "\n")
+
+
 def write_results(out, rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]], groups: Mapping[str, list],
                   settings: Mapping) -> str:
     """``results.json``, ``results.md`` and ``ablation.png`` under ``out``; returns the markdown.
@@ -230,7 +245,7 @@ def write_results(out, rows: Sequence[Row], scores: Mapping[str, Mapping[int, di
     costs = {key: cost(per_seed) for key, per_seed in scores.items()}
     meta = {"date": date.today().isoformat(), **settings, "videos_per_group": {g: len(v) for g, v in groups.items()},
             "n_videos": sum(len(v) for v in groups.values())}
-    text = to_markdown(rows, summary, costs, list(groups), meta)
+    text = to_markdown(rows, summary, costs, list(groups), meta) + events_markdown(rows, scores)
     with atomic_write(out / "results.json", "w") as f:
         json.dump(_json_safe({"meta": meta, "groups": groups, "summary": summary, "costs": costs, "scores": scores}),
                   f, indent=1)

@@ -127,11 +127,21 @@ def train(args, row: abl.Row, seed: int, data: dict, out: Path) -> Path:
     return checkpoint
 
 
+def event_dice(report: dict) -> dict:
+    """``{event type: mean Dice inside its windows}`` from an evaluate.py report (eval/scenarios.py)."""
+    return {event: v["dice"]["mean"] for event, v in report["scenarios"]["per_event"].items()}
+
+
 def score(args, row: abl.Row, seed: int, data: dict, out: Path) -> dict:
-    """``{"dice": {video: Dice}, "tokens": {video: tokens/frame}, "ms": {video: ms/frame}}``."""
+    """``{"dice": {video: Dice}, "tokens": {video: tokens/frame}, "ms": {video: ms/frame},
+    "events": {event type: Dice in its windows}}``."""
     path = out / "scores" / row.key / f"s{seed}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        if "events" not in result:  # kept from before event windows were reported
+            report = json.loads((out / "eval" / row.key / f"s{seed}_scenarios.json").read_text())
+            result["events"] = event_dice(report)
+        return result
     checkpoint = out / "runs" / f"{row.run_key}_s{seed}" / "checkpoints" / "last.pt"
     extra = ["--pruning_threshold", row.pruning_threshold] if row.pruning_threshold else []
     result = {"dice": {}, "tokens": {}, "ms": {}}
@@ -144,6 +154,8 @@ def score(args, row: abl.Row, seed: int, data: dict, out: Path) -> dict:
                                quiet=True, log_file=logs)
         for name in report["videos"]:
             result["dice"][f"{split}/{name}"] = pipe.mean_object_dice(report, [name])
+        if split == "scenarios":
+            result["events"] = event_dice(report)
         for video in summary["videos"]:
             key = f"{split}/{video['video']}"
             result["tokens"][key] = video.get("attended_memory_tokens_mean")

@@ -75,6 +75,16 @@ def test_cost_is_mean_tokens_and_median_ms():
     assert tokens == pytest.approx(200.0) and ms == pytest.approx((30.0 + 20.0) / 2)
 
 
+def test_event_table_is_mean_and_std_over_seeds():
+    rows = [abl.ROWS["sam2"], abl.ROWS["tsms"]]
+    scores = {"sam2": {1: {"events": {"reappear": 0.5, "occluded": 0.9}}, 2: {"events": {"reappear": 0.7}}},
+              "tsms": {1: {"events": {"reappear": 0.6, "occluded": 1.0}}}}
+    table = abl.events_markdown(rows, scores)
+    assert "| row | occluded | reappear |" in table
+    assert "| SAM2 | 0.900 | 0.600 ± 0.141 |" in table and "| TSMS | 1.000 | 0.600 |" in table
+    assert abl.events_markdown(rows, {"sam2": {1: {}}, "tsms": {1: {}}}) == ""
+
+
 def _run(args, cwd):
     return subprocess.run([sys.executable, str(REPO / "eval" / "ablation_synthetic.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=900)
@@ -99,6 +109,7 @@ def test_ablation_smoke_scores_every_group_resumes_and_refuses_other_settings(tm
     assert trained == ["sam2_s1", "tsms_s1"]  # tsms_fast tracks the TSMS weights
     table = (out / "results.md").read_text()
     assert "| SAM2 | uniform | sam2 | 1 |" in table and "(reference)" in table and "tsms → tsms_fast" in table
+    assert "Dice inside event windows" in table and "reappear" in table
     assert (out / "ablation.png").stat().st_size > 1000
     # rerun: nothing is trained or tracked again, the table is rebuilt from the kept scores
     before = {p: p.stat().st_mtime_ns for p in (out / "scores").rglob("*.json")}
