@@ -216,7 +216,8 @@ def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping
             f"excluded. Dice: mean ± std over seeds of the mean over videos. Δ: paired bootstrap over the "
             f"{meta['n_videos']} videos of the per-video Dice averaged over seeds. Tokens: memory tokens attended "
             f"per frame; ms / frame: median, {meta['jobs']} job(s) side by side on a shared CPU (compare within "
-            f"the column only). Command: `{meta['command']}` ({meta['minutes']:.0f} min of this sitting).\n\n"
+            f"the column only). Command: `{meta['command']}` ({meta['n_trained']} trainings, median "
+            f"{meta['train_minutes']:.1f} min each).\n\n"
             + "\n".join(lines) + "\n")
 
 
@@ -238,7 +239,8 @@ def events_markdown(rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]
 def write_results(out, rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]], groups: Mapping[str, list],
                   settings: Mapping) -> str:
     """``results.json``, ``results.md`` and ``ablation.png`` under ``out``; returns the markdown.
-    ``settings``: size, train_videos, jobs, bootstrap, minutes and the command, for the text."""
+    ``settings``: size, train_videos, jobs, bootstrap, n_trained, train_minutes (median per
+    training) and the command, for the text."""
     out = Path(out)
     dice = {key: {seed: r["dice"] for seed, r in per_seed.items()} for key, per_seed in scores.items()}
     summary = summarize(dice, groups, n_boot=settings["bootstrap"])

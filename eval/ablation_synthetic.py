@@ -165,6 +165,12 @@ def score(args, row: abl.Row, seed: int, data: dict, out: Path) -> dict:
     return result
 
 
+def training_minutes(out: Path) -> dict:
+    """How many trainings finished under ``out`` and their median wall time (from their markers)."""
+    minutes = sorted(json.loads(p.read_text())["minutes"] for p in (out / "runs").glob("*/ablation_done.json"))
+    return {"n_trained": len(minutes), "train_minutes": minutes[len(minutes) // 2] if minutes else float("nan")}
+
+
 def run_all(jobs: int, tasks: list) -> list:
     """Run ``(name, fn)`` tasks ``jobs`` at a time; every task runs even if one fails, then
     the failures are named in one error."""
@@ -188,7 +194,6 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     out = Path(args.out).resolve()
     check_settings(args, out)
-    start = time.perf_counter()
     data = make_data(args, out / "data")
     groups = test_groups(data)
     rows = [abl.ROWS[k] for k in args.rows]
@@ -201,7 +206,7 @@ def main(argv=None) -> int:
     def report() -> str:
         done = [r for r in rows if scores.get(r.key)]
         return abl.write_results(out, done, {r.key: scores[r.key] for r in done}, groups,
-                                 {**settings, "minutes": (time.perf_counter() - start) / 60})
+                                 {**settings, **training_minutes(out)})
 
     def job(trained_row: abl.Row, seed: int) -> None:
         users = [r for r in rows if r.run_key == trained_row.key]
