@@ -138,9 +138,11 @@ def score(args, row: abl.Row, seed: int, data: dict, out: Path) -> dict:
     path = out / "scores" / row.key / f"s{seed}.json"
     if path.is_file():
         result = json.loads(path.read_text())
-        if "events" not in result:  # kept from before event windows were reported
-            report = json.loads((out / "eval" / row.key / f"s{seed}_scenarios.json").read_text())
-            result["events"] = event_dice(report)
+        report = out / "eval" / row.key / f"s{seed}_scenarios.json"
+        if "events" not in result and report.is_file():  # kept from before event windows were reported
+            result["events"] = event_dice(json.loads(report.read_text()))
+            with atomic_write(path, "w") as f:
+                json.dump(result, f, indent=1)
         return result
     checkpoint = out / "runs" / f"{row.run_key}_s{seed}" / "checkpoints" / "last.pt"
     extra = ["--pruning_threshold", row.pruning_threshold] if row.pruning_threshold else []
