@@ -19,6 +19,7 @@ from models.checkpoint import CheckpointError, checkpoint_config, fit_memory_ban
 from models.config import ConfigLike, apply_overrides, resolve_model_config
 from models.speed import compile_predictor
 from models.memory_spec import MemoryLike, MemorySpec, memory_spec_of_model_config, resolve_memory
+from models.safe_config import check_config, check_targets
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,15 @@ def compose_model_config(
     memory: MemoryLike = None,
     memory_overrides: Optional[Mapping] = None,
     overrides: Sequence[str] = (),
+    source: Optional[str] = None,
 ) -> Tuple[DictConfig, MemorySpec]:
     """The resolved model config and its memory: base config, memory, then overrides.
 
     ``memory=None`` keeps the memory of a config given as a mapping (ours, embedded in
     checkpoints); a config file with SAM2's own module gets ``tsms``. A preset name takes
     the config's bank size (``num_maskmem``); a ``MemorySpec`` is used as it is.
+    The config is checked (:mod:`models.safe_config`) before anything in it is resolved or
+    built; ``source`` names its file in the error.
     """
     if config is None:
         config = checkpoint_config(ckpt) if ckpt is not None else None
@@ -56,7 +60,11 @@ def compose_model_config(
                 "no model config given and the checkpoint embeds none "
                 "(official SAM2 checkpoints need a config, e.g. --model_cfg configs/sam2.1/sam2.1_hiera_s.yaml)"
             )
+        source = source or "the checkpoint's embedded config"
+    elif source is None:
+        source = "the model config" if isinstance(config, (Mapping, DictConfig)) else str(config)
     cfg = resolve_model_config(config)
+    check_config(cfg, source=source)
     current = memory_spec_of_model_config(cfg)
     if memory is None and current.module == "sam2" and not isinstance(config, (Mapping, DictConfig)):
         memory = "tsms"
@@ -65,7 +73,9 @@ def compose_model_config(
     spec = resolve_memory(memory, memory_overrides, default=current)
     spec.apply_to(cfg)
     apply_overrides(cfg, overrides)
+    check_config(cfg, source=source)  # overrides may not name a callable either
     OmegaConf.resolve(cfg)
+    check_targets(cfg, source=source)
     return cfg, memory_spec_of_model_config(cfg)  # raw overrides (num_maskmem=9) included
 
 
@@ -109,8 +119,9 @@ def build_model(
     if predictor and postprocessing:
         extra += list(_POSTPROCESSING_OVERRIDES)
     ckpt = read_checkpoint(checkpoint) if checkpoint is not None else None
+    source = f"checkpoint {checkpoint}" if config is None and checkpoint is not None else None
     cfg, spec = compose_model_config(config=config, ckpt=ckpt, memory=memory, memory_overrides=memory_overrides,
-                                     overrides=extra + list(overrides))
+                                     overrides=extra + list(overrides), source=source)
     try:
         model = instantiate(cfg.model, _recursive_=True)
     except InstantiationException as exc:

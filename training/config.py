@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from models.safe_config import TRAINING_RESOLVERS, TRAINING_TARGETS, check_config
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
 
@@ -92,6 +93,7 @@ def compose_train_config(config_path=DEFAULT_CONFIG, overrides: Sequence[str] = 
             cfg = compose(config_name=path.stem, overrides=list(overrides))
     except Exception as exc:  # Hydra raises several exception types for bad configs/overrides
         raise UserError(f"cannot compose {path}: {_one_line(exc)}") from exc
+    check_config(cfg, source=str(path), allowed=TRAINING_TARGETS, resolvers=TRAINING_RESOLVERS)
     try:
         OmegaConf.resolve(cfg)
     except Exception as exc:
