@@ -136,7 +136,8 @@ def test_every_state_changing_method_needs_the_csrf_header(annotator):
     bare.headers.pop("X-CSRF-Token")
     for method, path, body in (("post", "/api/objects", {}), ("patch", "/api/objects/1", {"name": "x"}),
                                ("delete", "/api/objects/1", None), ("post", "/api/preset", {"preset": "sam2"}),
-                               ("post", "/api/track", {}), ("post", "/api/prompt/point", {"obj_id": 1, "frame": 0, "x": 5, "y": 5})):
+                               ("post", "/api/track", {}),
+                               ("post", "/api/prompt/point", {"obj_id": 1, "frame": 0, "x": 5, "y": 5})):
         r = bare.request(method.upper(), path, json=body)
         assert r.status_code == 403 and "CSRF" in r.json()["error"], (method, path, r.status_code)
     assert [o.name for o in state.objects.values()] == ["grasper"] and state.preset == "tsms" and state.job is None
@@ -235,6 +236,8 @@ def test_cookies_are_per_server_and_never_hold_the_token(annotator):
         assert token not in header  # the cookie holds a per-run secret, not the token
         cookies.append((name, value))
         assert client.get("/api/info", headers={"Cookie": f"{name}={value}"}).status_code == 200
+        other_apps = 'prefs={"theme": "dark"}; '  # another local app's cookie that SimpleCookie chokes on
+        assert client.get("/api/info", headers={"Cookie": other_apps + f"{name}={value}"}).status_code == 200
     assert cookies[0][0] != cookies[1][0]  # another port's server never overwrites or reuses it
     other = api_client(apps[1])
     for name in (cookies[0][0], cookies[1][0]):  # server A's cookie value is nothing to server B
@@ -307,17 +310,30 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _serve(app, port):
+    """uvicorn in a thread; returns a function that stops it."""
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+
+    def stop():
+        srv.should_exit = True
+        thread.join(10)
+    return stop
+
+
 @pytest.fixture(scope="module")
 def live(two_object_video, predictors, tmp_path_factory):
     """The annotator under uvicorn with one prompted object, and an attacker's page server
     on another port whose page auto-submits a text/plain form to ``?to=<api path>``."""
-    import uvicorn
-
     state = _prompted(open_annotator(two_object_video[0], predictors, tmp_path_factory.mktemp("live") / "out"))
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(state, port=port), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    stop = _serve(create_app(state, port=port), port)
 
     class Attacker(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -335,13 +351,9 @@ def live(two_object_video, predictors, tmp_path_factory):
 
     attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
     threading.Thread(target=attacker.serve_forever, daemon=True).start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
     yield state, port, attacker.server_address[1]
     attacker.shutdown()
-    srv.should_exit = True
-    thread.join(10)
+    stop()
     state.close()
 
 
@@ -413,3 +425,24 @@ def test_foreign_pages_forms_change_nothing(live, browser, attacker_host):
     time.sleep(0.2)
     assert sorted(state.prompts) == [(1, 0)] and state.history and not _exported(state)
     assert [o.name for o in state.objects.values()] == ["grasper"]
+
+
+def test_the_page_works_with_a_token_that_then_leaves_the_url(live, browser):
+    """An exposed annotator: the printed URL's token buys an HttpOnly cookie, the address bar
+    drops the token, and the page then works (reads, and writes with its CSRF header)."""
+    state, _, _ = live
+    token, port = "p" * 40, _free_port()
+    stop = _serve(create_app(state, token=token, port=port), port)
+    page = browser.new_page()
+    try:
+        assert page.goto(f"http://127.0.0.1:{port}/").status == 403
+        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        page.wait_for_selector("body[data-ready='1']", timeout=30000)
+        assert page.evaluate("location.href") == f"http://127.0.0.1:{port}/"
+        assert token not in page.evaluate("document.cookie")  # HttpOnly, and never the token anyway
+        obj = page.evaluate("api('PATCH', '/api/objects/1', {name: 'renamed in the page'})")
+        assert obj["name"] == "renamed in the page" == state.objects[1].name
+    finally:
+        page.close()
+        state.update_object(1, "grasper")
+        stop()

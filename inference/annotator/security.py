@@ -28,7 +28,6 @@ import os
 import secrets
 import socket
 import stat
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs
@@ -142,8 +141,10 @@ class HostPolicy:
 class RequestGuard:
     """ASGI middleware: the checks of this module's docstring, then the app."""
 
-    def __init__(self, app, *, host: str = "127.0.0.1", port: Optional[int] = None, token: Optional[str] = None,
-                 csrf_token: str = "", cookie_name: str = "", max_body: int = MAX_JSON_BODY):
+    def __init__(self, app, *, csrf_token: str, cookie_name: str, host: str = "127.0.0.1",
+                 token: Optional[str] = None, max_body: int = MAX_JSON_BODY):
+        if len(csrf_token) < MIN_TOKEN_LENGTH:  # an empty one would match a missing header
+            raise ValueError("RequestGuard needs a random CSRF token")
         self.app, self.hosts, self.token, self.csrf = app, HostPolicy(host), token, csrf_token
         self.cookie_name, self.max_body = cookie_name, max_body
         self.session = secrets.token_urlsafe(32)  # the cookie's value: valid for this run only, never the token
@@ -156,6 +157,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = _Headers(scope)
+        refusal, set_cookie = self._check(scope, headers)
+        ours = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS]
+        if set_cookie:
+            ours.append((b"set-cookie", f"{self.cookie_name}={self.session}; Path=/; HttpOnly; SameSite=Strict".encode()))
         started = False
 
         async def send_with_headers(message):
@@ -163,10 +168,9 @@ class RequestGuard:
             if message["type"] == "http.response.start":
                 started = True
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OWN_HEADERS]
-                message = dict(message, headers=kept + [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS])
+                message = dict(message, headers=kept + ours)
             await send(message)
 
-        refusal, set_cookie = self._check(scope, headers)
         if refusal is not None:
             await _send_error(send_with_headers, *refusal)
             return
@@ -176,13 +180,6 @@ class RequestGuard:
                 await _send_error(send_with_headers, 413, f"request body over {self.max_body // 1024} kB")
                 return
             receive = _replay(body, receive)
-        if set_cookie:
-            inner_send = send_with_headers
-
-            async def send_with_headers(message):  # noqa: F811  (the same wrapper, plus the cookie)
-                if message["type"] == "http.response.start":
-                    message = dict(message, headers=list(message.get("headers", [])) + [(b"set-cookie", self._cookie())])
-                await inner_send(message)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:  # a JSON 500 with our headers rather than a plain-text one
@@ -197,20 +194,13 @@ class RequestGuard:
         if not self.hosts.allows(host):
             return (403, f"this annotator does not answer Host {host!r} (open it at the URL it printed)"), False
         set_cookie = False
-        if self.token:
-            cookie = SimpleCookie()
-            try:
-                cookie.load(headers.get("cookie") or "")
-            except Exception:  # a malformed cookie header is no login
-                cookie = SimpleCookie()
-            if self.cookie_name in cookie and secrets.compare_digest(cookie[self.cookie_name].value.encode(), self.session.encode()):
-                pass
-            else:
-                given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
-                given = given or headers.get("x-token") or ""
-                if not secrets.compare_digest(given.encode(), self.token.encode()):
-                    return (403, "missing or wrong token (use the URL the annotator printed)"), False
-                set_cookie = True
+        logged_in = secrets.compare_digest(_cookie(headers.get("cookie"), self.cookie_name).encode(), self.session.encode())
+        if self.token and not logged_in:
+            given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
+            given = given or headers.get("x-token") or ""
+            if not secrets.compare_digest(given.encode(), self.token.encode()):
+                return (403, "missing or wrong token (use the URL the annotator printed)"), False
+            set_cookie = True
         length = headers.get("content-length")
         if length is not None:
             if not length.strip().isdigit():
@@ -231,8 +221,15 @@ class RequestGuard:
                 return (415, f"request bodies are JSON, not {ctype}"), False
         return None, set_cookie
 
-    def _cookie(self) -> bytes:
-        return f"{self.cookie_name}={self.session}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+def _cookie(header: Optional[str], name: str) -> str:
+    """One cookie's value; by hand, since SimpleCookie stops at the first odd cookie that
+    another local app set, and ours would then be lost."""
+    for part in (header or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip().strip('"')
+    return ""
 
 
 class _Headers:

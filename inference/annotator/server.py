@@ -104,8 +104,7 @@ def create_app(state: AnnotatorState, token: Optional[str] = None, *, host: str 
     app.state.annotator = state
     app.state.csrf_token = csrf = secrets.token_urlsafe(32)
     app.state.cookie_name = security.cookie_name_for(port)
-    app.add_middleware(security.RequestGuard, host=host, port=port, token=token, csrf_token=csrf,
-                       cookie_name=app.state.cookie_name)
+    app.add_middleware(security.RequestGuard, csrf_token=csrf, cookie_name=app.state.cookie_name, host=host, token=token)
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(CSRF_PLACEHOLDER, html.escape(csrf))
 
     @app.exception_handler(AnnotatorError)
