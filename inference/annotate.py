@@ -9,7 +9,6 @@ import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import logging  # noqa: E402
-import secrets  # noqa: E402
 import socket  # noqa: E402
 
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
@@ -17,6 +16,7 @@ from utils.errors import UserError  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 from inference.annotator.launch import LOCAL_HOSTS  # noqa: E402
+from inference.annotator.security import MIN_TOKEN_LENGTH, TOKEN_ENV, load_token, new_token  # noqa: E402
 from inference.annotator.state import PRESETS  # noqa: E402
 
 
@@ -33,7 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=0.5, help="flag frames whose object probability is below this")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    p.add_argument("--token", help="access token (made up and printed in the URL when --host is not local)")
+    p.add_argument("--token_file", help=f"file holding the access token (at least {MIN_TOKEN_LENGTH} characters); "
+                   f"or set ${TOKEN_ENV}. Without either, one is made up and printed when --host is not local")
+    p.add_argument("--token", help="refused: a token on the command line is visible to every local user (ps)")
     p.add_argument("--no_evict", action="store_true", help="keep every frame's tracker outputs in memory")
     p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
@@ -43,8 +45,12 @@ def parse_args(argv=None):
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold is a probability in 0..1, got {args.threshold}")
+    if args.token is not None:
+        raise UserError(f"--token on the command line is visible to every local user (ps): put the token in "
+                        f"${TOKEN_ENV} or in a file given with --token_file")
+    args.token = load_token(args.token_file)
     if args.host not in LOCAL_HOSTS and not args.token:
-        args.token = secrets.token_urlsafe(16)
+        args.token = new_token()
     return args
 
 
@@ -69,6 +75,8 @@ def main(argv=None):
     state = open_annotator(source, lambda p: built.pop(p, None) or make_predictor(p), args.output_dir,
                            masks_dir=args.masks, preset=args.memory, threshold=args.threshold, evict=not args.no_evict)
     shown = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    # printed on the user's own terminal, as Jupyter does; never on the command line (ps)
     url = f"http://{shown}:{args.port}/" + (f"?token={args.token}" if args.token else "")
     print(f"annotating {state.source.name} ({state.num_frames} frames): open {url}  (Ctrl-C to stop)", flush=True)
     try:

@@ -13,6 +13,18 @@ CLICK_1 = (20.0, 30.0)
 BOX_2 = [88.0, 53.0, 112.0, 77.0]
 
 
+def csrf_token(app) -> str:
+    return getattr(app.state, "csrf_token", "")  # "" on apps without one: their tests then fail on behaviour
+
+
+def api_client(app, **kwargs):
+    """FastAPI's test client as the page talks to the server: a local Host name and the
+    page's CSRF token header on every request."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1:8765", headers={"X-CSRF-Token": csrf_token(app)}, **kwargs)
+
+
 class PredictorCache:
     """One mini predictor per memory preset for a whole test module (building costs seconds)."""
 

@@ -7,14 +7,13 @@ import socket
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from data.mask_io import read_label_png
 from eval import EvaluationConfig, evaluate_predictions
 from inference.annotator import create_app, open_annotator
 from inference.annotator.session_file import SESSION_NAME
-from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, prompts_json, write_ground_truth
+from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, api_client, prompts_json, write_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def predictors(mini_checkpoint):
 def annotator(two_object_video, predictors, tmp_path):
     video_dir, _ = two_object_video
     state = open_annotator(video_dir, predictors, tmp_path / "out")
-    yield state, TestClient(create_app(state))
+    yield state, api_client(create_app(state))
     state.close()
 
 
@@ -325,14 +324,16 @@ def test_page_and_static_files(annotator):
 
 def test_token_required_when_exposed(annotator):
     state, _ = annotator
-    client = TestClient(create_app(state, token="s3cret"))
+    token = "s3cret-" + "x" * 32
+    client = api_client(create_app(state, token=token))
     for path in ("/", "/api/info", "/api/frame/0", "/static/app.js"):
         r = client.get(path)
         assert r.status_code == 403 and "token" in r.json()["error"]
     assert client.get("/api/info?token=wrong").status_code == 403
-    assert client.get("/api/info?token=s3cret").status_code == 200
-    assert client.get("/api/frame/0", headers={"X-Token": "s3cret"}).status_code == 200
-    assert TestClient(create_app(state)).get("/api/info").status_code == 200  # local: no token
+    assert client.get("/api/frame/0", headers={"X-Token": token}).status_code == 200
+    assert client.get(f"/api/info?token={token}").status_code == 200
+    assert client.get("/api/frame/0").status_code == 200  # the cookie that answer set
+    assert api_client(create_app(state)).get("/api/info").status_code == 200  # local: no token
 
 
 def test_cli_errors_are_one_line(two_object_video, mini_checkpoint, tmp_path, capsys, restore_logging):
@@ -374,7 +375,7 @@ def test_mp4_video_is_browsed_lazily(two_object_video, predictors, tmp_path):
         writer.write(cv2.imread(str(video_dir / f"{t:05d}.jpg")))
     writer.release()
     state = open_annotator(tmp_path / "case.mp4", predictors, tmp_path / "out")
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     info = client.get("/api/info").json()
     assert (info["video"], info["num_frames"], info["width"], info["height"]) == ("case", 14, 128, 96)
     frame = cv2.imdecode(np.frombuffer(client.get("/api/frame/9").content, np.uint8), cv2.IMREAD_COLOR)
@@ -388,5 +389,5 @@ def test_exposed_host_gets_a_token():
     from inference.annotate import parse_args
 
     args = parse_args(["--video_path", "v.mp4", "--model_cfg", "mini", "--host", "0.0.0.0"])
-    assert args.token and len(args.token) >= 16
+    assert args.token and len(args.token) >= 32
     assert parse_args(["--video_path", "v.mp4", "--model_cfg", "mini"]).token is None

@@ -51,11 +51,11 @@ def _client_xy(page, x, y):
 
 
 def _prompts_done(page, n):
-    page.wait_for_function(f"window.annotator.latencies.length >= {n}", timeout=30000)
+    page.wait_for_function(f"() => window.annotator.latencies.length >= {n}", timeout=30000)  # a function: no eval under the CSP
 
 
 def _wait_status(page, text):
-    page.wait_for_function(f"document.getElementById('status').textContent.includes({text!r})", timeout=60000)
+    page.wait_for_function(f"() => document.getElementById('status').textContent.includes({text!r})", timeout=60000)
 
 
 def _dice_vs_predict_video(state, two_object_video, checkpoint, tmp_path):
@@ -136,7 +136,7 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
         flagged = sorted({f for t in state.timeline()["objects"].values() for f in t["flagged"] if f > 8})
         page.keyboard.press("n")
         if flagged:
-            page.wait_for_function(f"document.getElementById('frame-label').textContent === '{flagged[0]} / 13'")
+            page.wait_for_function(f"() => document.getElementById('frame-label').textContent === '{flagged[0]} / 13'")
         else:
             _wait_status(page, "no flagged frame")
 
@@ -146,7 +146,7 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
         assert (state.output_dir / "coco" / "clip.json").is_file() and (state.output_dir / "overlays" / "clip.mp4").is_file()
 
         page.keyboard.press("Home")
-        page.wait_for_function("document.getElementById('frame-label').textContent === '0 / 13'")
+        page.wait_for_function("() => document.getElementById('frame-label').textContent === '0 / 13'")
         page.wait_for_timeout(300)
         shot = tmp_path / "annotator.png"
         page.locator("#canvas").screenshot(path=str(shot))

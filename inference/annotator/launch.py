@@ -61,8 +61,11 @@ def _remove_stale_temp_files(output_dir: Path, video: str) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
+    """Refuse, on one line, a port that uvicorn could not bind. Bound as uvicorn binds it
+    (SO_REUSEADDR), so a port whose last connections linger in TIME_WAIT after a kill is free."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -78,4 +81,5 @@ def serve(state: AnnotatorState, host: str = "127.0.0.1", port: int = 8765, toke
     if host not in LOCAL_HOSTS and not token:
         raise UserError(f"--host {host} exposes the annotator: it needs a token")
     check_port_free(host, port)
-    uvicorn.run(create_app(state, token=token), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(state, token=token, host=host, port=port), host=host, port=port, log_level="warning",
+                proxy_headers=False)  # no X-Forwarded-* rewriting of the scheme or client

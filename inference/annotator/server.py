@@ -2,10 +2,13 @@
 
 Every error is JSON ``{"error": "<one line>"}`` with a 4xx code; the state is left as it
 was. Only the loaded video's frames, its masks and the files of ``static/`` are served.
+Who may ask what (Host names, token, origin and CSRF checks, body limit, security headers)
+is decided in one layer in front of every route: ``inference.annotator.security``.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 from pathlib import Path
@@ -13,13 +16,14 @@ from typing import List, Literal, Optional
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from data.mask_io import davis_palette
+from inference.annotator import security
 from inference.annotator.export import export
 from inference.annotator.state import AnnotatorError, AnnotatorState
 from utils.errors import UserError
@@ -27,7 +31,8 @@ from utils.errors import UserError
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}  # index.html only at "/" (it gets the CSRF token)
+CSRF_PLACEHOLDER = "{{csrf_token}}"
 OVERLAY_ALPHA = 140
 
 
@@ -87,23 +92,20 @@ def _overlay_png(labels: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def create_app(state: AnnotatorState, token: Optional[str] = None) -> FastAPI:
-    """The app for one annotator state. With ``token``, every request must carry it
-    (``?token=``, header ``X-Token`` or the cookie the page gets); others get 403."""
+def create_app(state: AnnotatorState, token: Optional[str] = None, *, host: str = "127.0.0.1",
+               port: Optional[int] = None) -> FastAPI:
+    """The app for one annotator state, served at ``host``:``port``. With ``token``, every
+    request must carry it (``?token=``, header ``X-Token`` or the cookie the page gets);
+    others get 403. ``app.state.csrf_token`` is what state-changing requests must send in
+    header ``X-CSRF-Token`` (the page has it)."""
+    if token is not None:
+        token = security.check_token(token, "create_app(token=...)")
     app = FastAPI(title="TSMS-SAM2 annotator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.annotator = state
-
-    @app.middleware("http")
-    async def check_token(request: Request, call_next):
-        if token:
-            given = (request.query_params.get("token") or request.headers.get("x-token")
-                     or request.cookies.get("annotator_token") or "")
-            if not secrets.compare_digest(given.encode(), token.encode()):
-                return _error(403, "missing or wrong token (use the URL the annotator printed)")
-        response = await call_next(request)
-        if token:
-            response.set_cookie("annotator_token", token, httponly=True, samesite="strict")
-        return response
+    app.state.csrf_token = csrf = secrets.token_urlsafe(32)
+    app.state.cookie_name = security.cookie_name_for(port)
+    app.add_middleware(security.RequestGuard, csrf_token=csrf, cookie_name=app.state.cookie_name, host=host, token=token)
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(CSRF_PLACEHOLDER, html.escape(csrf))
 
     @app.exception_handler(AnnotatorError)
     async def annotator_error(request, exc: AnnotatorError):
@@ -126,7 +128,7 @@ def create_app(state: AnnotatorState, token: Optional[str] = None) -> FastAPI:
     # ------------------------------------------------------------------ page
     @app.get("/")
     def index():
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return Response(page, media_type="text/html")
 
     @app.get("/static/{name}")
     def static(name: str):
@@ -142,13 +144,12 @@ def create_app(state: AnnotatorState, token: Optional[str] = None) -> FastAPI:
     @app.get("/api/frame/{frame}")
     def frame_image(frame: int):
         state.check_frame(frame)
-        return Response(state.source.jpeg(frame), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        return Response(state.source.jpeg(frame), media_type="image/jpeg")
 
     @app.get("/api/overlay/{frame}")
     def overlay(frame: int):
         state.check_frame(frame)
-        return Response(_overlay_png(state.store.labels(frame)), media_type="image/png",
-                        headers={"Cache-Control": "no-store"})
+        return Response(_overlay_png(state.store.labels(frame)), media_type="image/png")
 
     @app.get("/api/prompts/{frame}")
     def prompts(frame: int):

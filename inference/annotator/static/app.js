@@ -1,17 +1,20 @@
 // TSMS-SAM2 annotator page: plain JS, no build step, nothing fetched from elsewhere.
 "use strict";
-const token = new URLSearchParams(location.search).get("token");
+// The access token (if any) came in the URL once; the server answered with a cookie, so the
+// token leaves the address bar. State-changing requests carry the CSRF token of the page.
+if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx = canvas.getContext("2d");
 const S = { info: null, frame: 0, active: null, version: -1, timeline: null, polling: null, drag: null,
             frameImg: null, overlayImg: null, prompts: [] };
 window.annotator = { latencies: [], drawn: 0 };  // read by the browser test
 
-function url(path) { return token ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : path; }
-
 async function api(method, path, body) {
-  const res = await fetch(url(path), { method, headers: body ? { "Content-Type": "application/json" } : {},
-                                      body: body ? JSON.stringify(body) : undefined });
+  const headers = method === "GET" ? {} : { "X-CSRF-Token": csrf };
+  if (body) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined,
+                                  credentials: "same-origin", cache: "no-store" });
   const data = await res.json().catch(() => ({}));
   if (!res.ok) { status(data.error || res.statusText, true); throw new Error(data.error || res.statusText); }
   return data;
@@ -32,8 +35,8 @@ async function showFrame(frame, force) {
   $("frame-label").textContent = `${frame} / ${S.info.num_frames - 1}`;
   if (!changed) return;
   const [img, overlay, prompts] = await Promise.all([
-    S.frameImg && S.frameImg.dataset.frame == frame ? S.frameImg : loadImage(url(`/api/frame/${frame}`)),
-    loadImage(url(`/api/overlay/${frame}?v=${Date.now()}`)), api("GET", `/api/prompts/${frame}`)]);
+    S.frameImg && S.frameImg.dataset.frame == frame ? S.frameImg : loadImage(`/api/frame/${frame}`),
+    loadImage(`/api/overlay/${frame}?v=${Date.now()}`), api("GET", `/api/prompts/${frame}`)]);
   if (frame !== S.frame) return;  // the user moved on meanwhile
   img.dataset.frame = frame;
   S.frameImg = img; S.overlayImg = overlay; S.prompts = prompts;
@@ -126,7 +129,10 @@ function renderObjects() {
   for (const o of S.info.objects) {
     const li = document.createElement("li");
     li.className = o.id === S.active ? "active" : ""; li.dataset.id = o.id;
-    li.innerHTML = `<span class="swatch" style="background:rgb(${o.color.join(",")})"></span><b>${o.id}</b>`;
+    const swatch = document.createElement("span"); swatch.className = "swatch";
+    swatch.style.background = `rgb(${o.color.join(",")})`;  // CSSOM, not an inline style attribute (CSP)
+    const id = document.createElement("b"); id.textContent = o.id;
+    li.append(swatch, id);
     const name = document.createElement("input"); name.type = "text"; name.value = o.name; name.title = "name";
     name.addEventListener("change", () => api("PATCH", `/api/objects/${o.id}`, { name: name.value }).then(refreshInfo));
     const type = document.createElement("select"); type.title = "instrument type";
