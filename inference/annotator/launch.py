@@ -31,6 +31,7 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
     check_video_name(source.name)  # before anything is removed or written under its name
+    masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None
     _remove_stale_temp_files(output_dir, source.name)
     saved = session_file.read(output_dir)
     try:
@@ -44,9 +45,25 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
             load_masks(state, exported)
             state.dirty.clear()  # the export holds their tracked masks
     if masks_dir is not None:
-        load_masks(state, Path(masks_dir))
+        load_masks(state, masks_dir)
     state.save()
     return state
+
+
+def masks_folder(masks_dir, video: str) -> Path:
+    """The folder of ``video``'s masks that ``--masks`` names: the video's own folder, or an
+    output root holding ``<video>/`` (what predict_video.py and an export write)."""
+    masks_dir = Path(masks_dir)
+    if (masks_dir / video).is_dir():
+        log.info("--masks %s holds %s/: opening %s", masks_dir, video, masks_dir / video)
+        return masks_dir / video
+    if masks_dir.is_dir() and not any(masks_dir.glob("*.png")):
+        videos = sorted(p.name for p in masks_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if videos:  # an output root of other videos: say so rather than "no masks named like ..."
+            raise UserError(f"--masks {masks_dir} has no {video}/ folder and no masks of its own "
+                            f"(it holds {', '.join(videos[:5])}{' ...' if len(videos) > 5 else ''})")
+    log.info("--masks: opening %s", masks_dir)
+    return masks_dir
 
 
 def _remove_stale_temp_files(output_dir: Path, video: str) -> None:
