@@ -200,3 +200,32 @@ def test_masks_takes_an_output_root_or_the_videos_folder(two_object_video, mini_
     with pytest.raises(UserError, match=r"has no clip/ folder and no masks of its own \(it holds video_0001\)"):
         open_annotator(video_dir, predictors, tmp_path / "out9", masks_dir=elsewhere)
     assert not (tmp_path / "out9").exists()  # refused before anything is written
+
+
+def test_rerunning_the_correct_command_resumes_the_corrections(two_object_video, mini_checkpoint, tmp_path, caplog):
+    """Step 2 run again on the same --output_dir (after Ctrl-C) shows the corrected export,
+    not the predictions of --masks over it (an Export would then have written them back)."""
+    from inference.annotator.export import export
+
+    video_dir, gt_masks = two_object_video
+    shifted = {obj_id: np.roll(m, 6, axis=2) for obj_id, m in gt_masks.items()}  # "predictions" to correct
+    root = write_ground_truth(tmp_path / "results", "clip", shifted)
+    predictors = PredictorCache(mini_checkpoint)
+    state = open_annotator(video_dir, predictors, tmp_path / "annotations", masks_dir=root)
+    state.add_point(1, CORRECTED_FRAME, *OBJ_1_ON_FRAME_8)
+    state.start_tracking("forward", [1])
+    state.wait()
+    export(state)
+    corrected = [state.store.labels(t).copy() for t in range(14)]
+    state.close()
+    predicted = [read_label_png(root / "clip" / f"{t:05d}.png") for t in range(14)]
+    assert sum(not np.array_equal(c, p) for c, p in zip(corrected, predicted)) == 14 - CORRECTED_FRAME
+
+    with caplog.at_level(logging.WARNING, logger="inference.annotator"):
+        again = open_annotator(video_dir, predictors, tmp_path / "annotations", masks_dir=root)
+    try:
+        for t in range(14):
+            np.testing.assert_array_equal(again.store.labels(t), corrected[t])
+    finally:
+        again.close()
+    assert any("is not loaded again" in r.getMessage() for r in caplog.records)

@@ -22,8 +22,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def open_annotator(video_path, make_predictor: Callable[[str], object], output_dir, *, masks_dir=None,
                    preset: str = "tsms", threshold: float = 0.5, evict: bool = True) -> AnnotatorState:
     """The annotator state for a video: resumed from ``output_dir`` if it holds a session
-    (and its last export), then ``masks_dir`` masks loaded on top for correction.
-    ``video_path`` may also be an open frame source."""
+    (and its last export), then ``masks_dir`` masks loaded on top for correction, except over a
+    resumed export (that would undo its corrections). ``video_path`` may also be an open frame source."""
     source = video_path if hasattr(video_path, "read") else open_video_source(str(video_path))
     if getattr(source, "live", False):
         raise UserError("the annotator needs a recorded video (mp4 or frame folder), not a live stream")
@@ -44,6 +44,10 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
         if state.exported and exported.is_dir():
             load_masks(state, exported)
             state.dirty.clear()  # the export holds their tracked masks
+            if masks_dir is not None:  # re-running the same command resumes the corrections
+                log.warning("resumed %s with its export: --masks %s is not loaded again (it would undo the "
+                            "corrections); use another --output_dir to start over from it", output_dir, masks_dir)
+                masks_dir = None
     if masks_dir is not None:
         load_masks(state, masks_dir)
     state.save()
