@@ -1,4 +1,4 @@
-"""The annotator page in a real headless Chromium (Debian's package, driven by Playwright):
+"""The annotator page in a real headless Chromium (found by tests/browser.py, driven by Playwright):
 click, box, track, correct one object, export, and the pixels of a screenshot."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from PIL import Image
 
 from inference.annotator import create_app, open_annotator
 from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, write_ground_truth
+from tests.browser import canvas_xy, find_browser, launch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OBJ_2_ON_FRAME_8 = (76.0, 57.0)  # tests.conftest: centre (100 - 3t, 65 - t)
 
 
@@ -25,8 +24,7 @@ OBJ_2_ON_FRAME_8 = (76.0, 57.0)  # tests.conftest: centre (100 - 3t, 65 - t)
 def server(two_object_video, mini_checkpoint, tmp_path):
     import uvicorn
 
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does)")
+    find_browser()  # no browser: one line on how to get one, before the model is built
     state = open_annotator(two_object_video[0], PredictorCache(mini_checkpoint), tmp_path / "out")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,13 +39,6 @@ def server(two_object_video, mini_checkpoint, tmp_path):
     srv.should_exit = True
     thread.join(10)
     state.close()
-
-
-def _client_xy(page, x, y):
-    """Video pixel -> page coordinates of the canvas (it is scaled to fit)."""
-    return page.evaluate("""([x, y]) => { const c = document.getElementById('canvas'), r = c.getBoundingClientRect();
-        const s = Math.min(r.width / c.width, r.height / c.height);
-        return [r.left + (r.width - c.width * s) / 2 + (x + 0.5) * s, r.top + (r.height - c.height * s) / 2 + (y + 0.5) * s]; }""", [x, y])
 
 
 def _prompts_done(page, n):
@@ -85,22 +76,22 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
     state, url = server
     video_dir, gt_masks = two_object_video
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
         page.wait_for_selector("body[data-ready='1']", timeout=30000)
 
-        page.mouse.click(*_client_xy(page, *CLICK_1))  # object 1 is created by the first click
+        page.mouse.click(*canvas_xy(page, *CLICK_1))  # object 1 is created by the first click
         _prompts_done(page, 1)
         assert (state.store.labels(0) == 1).any() and state.prompts[(1, 0)].points == [[pytest.approx(CLICK_1[0], abs=1), pytest.approx(CLICK_1[1], abs=1)]]
 
         page.click("#add-object")
         page.wait_for_selector("#objects li.active[data-id='2']")
-        page.mouse.move(*_client_xy(page, BOX_2[0], BOX_2[1]))
+        page.mouse.move(*canvas_xy(page, BOX_2[0], BOX_2[1]))
         page.mouse.down()
-        page.mouse.move(*_client_xy(page, BOX_2[2], BOX_2[3]), steps=5)
+        page.mouse.move(*canvas_xy(page, BOX_2[2], BOX_2[3]), steps=5)
         page.mouse.up()
         _prompts_done(page, 2)
         box = state.prompts[(2, 0)].box
@@ -124,7 +115,7 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
         assert page.text_content("#frame-label") == "8 / 13"
         before = [state.store.labels(t) == 1 for t in range(14)]
         page.keyboard.press("2")
-        page.mouse.click(*_client_xy(page, *OBJ_2_ON_FRAME_8))
+        page.mouse.click(*canvas_xy(page, *OBJ_2_ON_FRAME_8))
         _prompts_done(page, 3)
         assert (2, 8) in state.prompts
         page.click("#track-forward")

@@ -22,8 +22,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def open_annotator(video_path, make_predictor: Callable[[str], object], output_dir, *, masks_dir=None,
                    preset: str = "tsms", threshold: float = 0.5, evict: bool = True) -> AnnotatorState:
     """The annotator state for a video: resumed from ``output_dir`` if it holds a session
-    (and its last export), then ``masks_dir`` masks loaded on top for correction.
-    ``video_path`` may also be an open frame source."""
+    (and its last export), then ``masks_dir`` masks loaded on top for correction, except over a
+    resumed export (that would undo its corrections). ``video_path`` may also be an open frame source."""
     source = video_path if hasattr(video_path, "read") else open_video_source(str(video_path))
     if getattr(source, "live", False):
         raise UserError("the annotator needs a recorded video (mp4 or frame folder), not a live stream")
@@ -31,6 +31,7 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
     check_video_name(source.name)  # before anything is removed or written under its name
+    masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None
     _remove_stale_temp_files(output_dir, source.name)
     saved = session_file.read(output_dir)
     try:
@@ -43,10 +44,30 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
         if state.exported and exported.is_dir():
             load_masks(state, exported)
             state.dirty.clear()  # the export holds their tracked masks
+            if masks_dir is not None:  # re-running the same command resumes the corrections
+                log.warning("resumed %s with its export: --masks %s is not loaded again (it would undo the "
+                            "corrections); use another --output_dir to start over from it", output_dir, masks_dir)
+                masks_dir = None
     if masks_dir is not None:
-        load_masks(state, Path(masks_dir))
+        load_masks(state, masks_dir)
     state.save()
     return state
+
+
+def masks_folder(masks_dir, video: str) -> Path:
+    """The folder of ``video``'s masks that ``--masks`` names: the video's own folder, or an
+    output root holding ``<video>/`` (what predict_video.py and an export write)."""
+    masks_dir = Path(masks_dir)
+    if (masks_dir / video).is_dir():
+        log.info("--masks %s holds %s/: opening %s", masks_dir, video, masks_dir / video)
+        return masks_dir / video
+    if masks_dir.is_dir() and not any(masks_dir.glob("*.png")):
+        videos = sorted(p.name for p in masks_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if videos:  # an output root of other videos: say so rather than "no masks named like ..."
+            raise UserError(f"--masks {masks_dir} has no {video}/ folder and no masks of its own "
+                            f"(it holds {', '.join(videos[:5])}{' ...' if len(videos) > 5 else ''})")
+    log.info("--masks: opening %s", masks_dir)
+    return masks_dir
 
 
 def _remove_stale_temp_files(output_dir: Path, video: str) -> None:
