@@ -60,9 +60,10 @@ def find_browser(playwright=None) -> str:
     pytest.fail(HOW_TO_GET_ONE, pytrace=False)
 
 
-def launch(playwright, **kwargs):
+def launch(playwright, extra_args=(), **kwargs):
     """A headless Chromium (the one ``find_browser`` picks) launched by ``playwright``."""
-    return playwright.chromium.launch(executable_path=find_browser(playwright), args=ARGS, headless=True, **kwargs)
+    return playwright.chromium.launch(executable_path=find_browser(playwright), args=ARGS + list(extra_args),
+                                      headless=True, **kwargs)
 
 
 def canvas_xy(page, x, y):

@@ -20,8 +20,8 @@ import pytest
 
 from inference.annotator import create_app, open_annotator
 from tests.annotator_helpers import CLICK_1, PredictorCache, api_client, csrf_token
+from tests.browser import launch
 
-CHROMIUM = "/usr/bin/chromium"
 EVIL = "attacker.example"
 LIMIT = 2 * 1024 * 1024
 SECURITY_HEADERS = {"x-frame-options": "DENY", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
@@ -361,12 +361,8 @@ def live(two_object_video, predictors, tmp_path_factory):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"])
+        b = launch(p, extra_args=[f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"])
         yield b
         b.close()
 
