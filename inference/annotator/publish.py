@@ -172,6 +172,9 @@ def recover(root: Path, video: str) -> List[str]:
         commit = staging / COMMIT
         if staging.name.endswith(".done"):
             shutil.rmtree(staging)
+            last = _manifest(root / video) or {}
+            said.append(f"the export of {video} from {last.get('time', '?')} was published whole before an "
+                        "interruption; removed what it left behind")
             continue
         if commit.is_file() and not commit.is_symlink():
             new = _manifest(staging / "masks") or _manifest(root / video) or {}

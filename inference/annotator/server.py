@@ -6,6 +6,7 @@ was. Only the loaded video's frames, its masks and the files of ``static/`` are 
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 from pathlib import Path
@@ -41,7 +42,8 @@ class ObjectUpdate(BaseModel):
     type: Optional[str] = None
 
 
-class PointPrompt(BaseModel):
+# strict: `"frame": true` or `"frame": "3"` is a bad request, not frame 1 or 3
+class PointPrompt(BaseModel, strict=True):
     obj_id: int
     frame: int
     x: float
@@ -49,13 +51,13 @@ class PointPrompt(BaseModel):
     positive: bool = True
 
 
-class BoxPrompt(BaseModel):
+class BoxPrompt(BaseModel, strict=True):
     obj_id: int
     frame: int
     box: List[float] = Field(..., min_length=4, max_length=4)
 
 
-class TrackRequest(BaseModel):
+class TrackRequest(BaseModel, strict=True):
     direction: Literal["forward", "reverse", "both"] = "forward"
     obj_ids: Optional[List[int]] = None
 
@@ -112,6 +114,11 @@ def create_app(state: AnnotatorState, token: Optional[str] = None) -> FastAPI:
     @app.exception_handler(UserError)
     async def user_error(request, exc: UserError):
         return _error(400, str(exc))
+
+    @app.exception_handler(OSError)
+    async def disk_error(request, exc: OSError):  # a write the state did not catch: still one JSON line
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return _error(507 if full else 500, f"cannot write in {state.output_dir}: {exc.strerror or exc}")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request, exc: RequestValidationError):

@@ -147,13 +147,15 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
     if not isinstance(data.get("exported", False), bool):
         bad("exported", f"{data.get('exported')!r} is not true or false")
 
-    objects = {}
+    objects, listed = {}, set()  # valid objects; every id listed (no second error for a bad one)
     for i, o in enumerate(_list(data, "objects", bad)):
         where = f"objects[{i}]"
         if not isinstance(o, dict):
             bad(where, f"expected an object, got {_kind(o)}")
             continue
         oid = o.get("id")
+        if _int(oid):
+            listed.add(oid)
         if not _int(oid) or not 0 < oid < 256:
             bad(f"{where}.id", f"{oid!r} is not an object id in 1..255")
         elif oid in objects:
@@ -165,14 +167,16 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
         if _int(oid) and 0 < oid < 256 and oid not in objects:
             objects[oid] = {"id": oid, "name": str(o.get("name")), "type": str(o.get("type", ""))}
 
-    prompts = {}
+    prompts, broken = {}, set()
     for i, e in enumerate(_list(data, "prompts", bad)):
         where = f"prompts[{i}]"
         if not isinstance(e, dict):
             bad(where, f"expected an object, got {_kind(e)}")
             continue
-        prompt = _prompt(e, where, bad, objects, num_frames, height, width)
-        if prompt is not None:
+        prompt = _prompt(e, where, bad, objects, listed, num_frames, height, width)
+        if prompt is None:
+            broken.add((e.get("obj_id"), e.get("frame")))
+        else:
             key = (prompt["obj_id"], prompt["frame"])
             if key in prompts:
                 bad(where, f"a second prompt for object {key[0]} on frame {key[1]}")
@@ -186,6 +190,8 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
             bad(where, f"{h!r} is not [object id, frame, 'point'|'box'|'mask']")
             continue
         key, kind = (h[0], h[1]), h[2]
+        if key in broken or key[0] in listed - set(objects):
+            continue  # its prompt or object is reported already
         p = prompts.get(key)
         have = 0 if p is None else {"point": len(p["points"]), "box": int(p["box"] is not None),
                                     "mask": int(p["mask"] is not None)}[kind]
@@ -197,6 +203,8 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
 
     loaded = []
     for i, oid in enumerate(_list(data, "loaded_ids", bad, required=False)):
+        if oid in listed - set(objects):
+            continue
         if oid not in objects or not _int(oid):
             bad(f"loaded_ids[{i}]", f"{oid!r} is not one of the objects")
         else:
@@ -209,6 +217,8 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
         raw_dirty = {}
     for key, frame in raw_dirty.items():
         oid = int(key) if str(key).isdigit() else None
+        if oid in listed - set(objects):
+            continue
         if oid not in objects:
             bad(f"dirty.{key}", "is not one of the objects")
         elif not _int(frame) or not 0 <= frame < num_frames:
@@ -235,11 +245,12 @@ def tracked_ok(tracked: dict) -> bool:
     return valid_name(tracked.get("file")) and _int(tracked.get("seq")) and tracked["seq"] >= 0
 
 
-def _prompt(e: dict, where: str, bad, objects: dict, num_frames: int, height: int, width: int):
+def _prompt(e: dict, where: str, bad, objects: dict, listed: set, num_frames: int, height: int, width: int):
     ok = True
     oid, frame = e.get("obj_id"), e.get("frame")
     if not _int(oid) or oid not in objects:
-        bad(f"{where}.obj_id", f"{oid!r} is not one of the objects {sorted(objects)}")
+        if oid not in listed:  # (a listed but bad id is reported once, at the object)
+            bad(f"{where}.obj_id", f"{oid!r} is not one of the objects {sorted(objects)}")
         ok = False
     if not _int(frame) or not 0 <= frame < num_frames:
         bad(f"{where}.frame", f"{frame!r} is outside the video (0..{num_frames - 1})")
