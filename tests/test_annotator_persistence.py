@@ -361,6 +361,69 @@ def test_full_disk_changes_are_refused_and_rolled_back(opened, tmp_path, monkeyp
     assert again.prompts[(1, 0)].points == [list(CLICK_1), [30.0, 35.0]]
 
 
+def test_a_full_disk_while_tracking_stops_it_with_one_line_and_keeps_what_was_saved(opened, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    state = opened(out)
+    client = TestClient(create_app(state))
+    _two_objects(state)
+    append, calls = tracked.TrackedLog.append, []
+
+    def fill_up(self, frame, frame_state):
+        calls.append(frame)
+        if frame >= 6:
+            _enospc()
+        return append(self, frame, frame_state)
+
+    monkeypatch.setattr(tracked.TrackedLog, "append", fill_up)
+    assert client.post("/api/track", json={}).status_code == 202
+    job = state.wait()
+    error = client.get("/api/track").json()["error"]
+    assert job.done == 6 and str(out) in error and "No space left" in error and "\n" not in error
+    assert [t for t in range(14) if state.store.has(t)] == list(range(6)) and state.dirty == {1: 0, 2: 0}
+    saved = json.loads((out / SESSION_NAME).read_text())
+    assert saved["tracked"]["seq"] == state.store.journal.seq and saved["dirty"] == {"1": 0, "2": 0}
+    monkeypatch.setattr(tracked.TrackedLog, "append", append)
+    assert client.patch("/api/objects/1", json={"name": "still serving"}).status_code == 200
+    shown = {t: state.store.labels(t) for t in range(6)}
+    state.close()
+    again = opened(out)
+    assert [t for t in range(14) if again.store.has(t)] == list(range(6)) and again.dirty == {1: 0, 2: 0}
+    for t in range(6):
+        np.testing.assert_array_equal(again.store.labels(t), shown[t])
+
+
+def test_a_rename_that_cannot_be_saved_while_tracking_loses_no_tracked_mask(opened, tmp_path, monkeypatch):
+    import threading
+
+    out = tmp_path / "out"
+    state = opened(out)
+    client = TestClient(create_app(state))
+    _two_objects(state)
+    release, update = threading.Event(), state.store.update
+
+    def slow_update(frame, *a, **k):
+        update(frame, *a, **k)
+        if frame == 3:
+            release.wait(20)
+
+    state.store.update = slow_update
+    assert client.post("/api/track", json={}).status_code == 202
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(session_file, "atomic_write", _enospc)
+            r = client.patch("/api/objects/1", json={"name": "renamed"})
+        assert r.status_code == 507 and state.objects[1].name == "left grasper"
+    finally:
+        release.set()
+    assert state.wait().error is None and all(state.store.has(t) for t in range(14))
+    shown = {t: state.store.labels(t) for t in range(14)}
+    state.close()
+    again = opened(out)
+    for t in range(14):
+        np.testing.assert_array_equal(again.store.labels(t), shown[t])
+    assert again.objects[1].name == "left grasper" and again.dirty == {}
+
+
 @pytest.mark.parametrize("cause", [errno.EROFS, errno.ENOSPC])
 def test_starting_on_a_read_only_or_full_folder_is_one_line(two_object_video, mini_checkpoint, tmp_path, capsys,
                                                             monkeypatch, restore_logging, cause):

@@ -71,7 +71,10 @@ def export(state) -> Dict[str, str]:
             staging.discard()
             raise AnnotatorError(409, str(exc)) from None
         except OSError as exc:
-            staging.discard()  # not committed (or the next start finishes it): the last export stands
+            staging.discard()  # not committed: the last export stands
+            if staging.committed:
+                raise AnnotatorError(500, f"the export is complete in {staging.dir} but could not be moved into "
+                                          f"{root}: {exc.strerror or exc}; the next start finishes it") from None
             raise disk_error(exc, root, "export") from None
         except Exception:
             staging.discard()

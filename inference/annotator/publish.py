@@ -116,6 +116,7 @@ class ExportStaging:
         self.masks_dir.mkdir()
         self.coco_path = self.dir / "coco.json"
         self.overlay_path = self.dir / "overlay.mp4"
+        self.committed = False
 
     def publish(self) -> Dict[str, str]:
         check_replaceable(self.root, self.video)  # again: the user may have put a file there meanwhile
@@ -127,12 +128,15 @@ class ExportStaging:
         _step("staged")
         with atomic_write(self.dir / COMMIT) as fh:  # the commit point
             json.dump({"video": self.video, "time": manifest["time"]}, fh)
+        self.committed = True
         _step("committed")
         _finish(self.root, self.video, self.dir)
         return {k: str(v) for k, v in destinations(self.root, self.video).items()}
 
     def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Remove an export that failed before its commit (after it, the next start finishes it)."""
+        if not self.committed:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _finish(root: Path, video: str, staging: Path) -> None:

@@ -129,10 +129,11 @@ class AnnotatorState:
         return self._lock
 
     @contextlib.contextmanager
-    def _saved_change(self, keys: Iterable[Tuple[int, int]] = ()):
+    def _saved_change(self, keys: Iterable[Tuple[int, int]] = (), masks: bool = True):
         """A change that must reach the disk. If a write fails (a full disk, a read-only
         folder), everything is put back as it was -- objects, prompts, history, masks and the
-        tracker's prompts on ``keys`` -- so the page shows what is saved; one-line 5xx error."""
+        tracker's prompts on ``keys`` -- so the page shows what is saved; one-line 5xx error.
+        ``masks=False``: a change of names only (allowed while tracking writes masks)."""
         keys = list(keys)
         objects, prompts = copy.deepcopy(self.objects), dict(self.prompts)
         for key in keys:
@@ -140,7 +141,7 @@ class AnnotatorState:
                 prompts[key] = copy.deepcopy(prompts[key])
         saved = (list(self.history), dict(self.dirty), set(self.loaded_ids), self.exported)
         try:
-            with self.store.transaction():
+            with self.store.transaction() if masks else contextlib.nullcontext():
                 try:
                     yield
                 except OSError:
@@ -162,7 +163,7 @@ class AnnotatorState:
                 raise AnnotatorError(422, f"object id {obj_id} is taken or outside 1..255")
             self._check_type(type)
             obj = AnnotatedObject(obj_id, _clean_name(name) or f"object {obj_id}", type)
-            with self._saved_change():
+            with self._saved_change(masks=False):
                 self.objects[obj_id] = obj
                 self.save()
             return obj
@@ -172,7 +173,7 @@ class AnnotatorState:
             self.check_object(obj_id)
             if type is not None:
                 self._check_type(type)
-            with self._saved_change():
+            with self._saved_change(masks=False):
                 obj = self.objects[obj_id]
                 if name is not None:
                     obj.name = _clean_name(name) or obj.name
@@ -338,6 +339,7 @@ class AnnotatorState:
 
     def _track(self, job: TrackJob, groups: Dict[int, List[int]]) -> None:
         start_time = time.perf_counter()
+        dirty_before = dict(self.dirty)
         try:
             with self._lock:
                 for start, ids in sorted(groups.items()):
@@ -349,9 +351,12 @@ class AnnotatorState:
                         self.dirty.pop(obj_id, None)
                 self.save()
         except OSError as exc:  # a full disk: masks written so far are kept, the rest is re-tracked
+            self.dirty.update(dirty_before)  # still to re-track
             job.error = str(disk_error(exc, self.output_dir, "save the tracked masks")).replace(
                 "nothing was changed", "the masks tracked before it are kept")
             log.error("tracking stopped: %s", job.error)
+            with contextlib.suppress(OSError):  # the session covers them if there is room for it
+                self.save()
         except Exception as exc:  # the page shows it; the session stays usable
             log.exception("tracking failed")
             job.error = f"{type(exc).__name__}: {exc}"
