@@ -407,10 +407,22 @@ def test_a_rename_that_cannot_be_saved_while_tracking_loses_no_tracked_mask(open
             release.wait(20)
 
     state.store.update = slow_update
+    real_write = session_file.atomic_write
+
+    def full_for_the_rename(*a, **k):  # tracking goes on while the rename fails
+        if threading.current_thread().name == "annotator-track":
+            return real_write(*a, **k)
+        release.set()
+        for _ in range(2000):
+            if state.store.has(9):
+                break
+            threading.Event().wait(0.01)
+        _enospc()
+
     assert client.post("/api/track", json={}).status_code == 202
     try:
         with monkeypatch.context() as m:
-            m.setattr(session_file, "atomic_write", _enospc)
+            m.setattr(session_file, "atomic_write", full_for_the_rename)
             r = client.patch("/api/objects/1", json={"name": "renamed"})
         assert r.status_code == 507 and state.objects[1].name == "left grasper"
     finally:
