@@ -145,7 +145,10 @@ class AnnotatorState:
                 try:
                     yield
                 except OSError:
-                    self.objects, self.prompts = objects, prompts
+                    self.objects = objects
+                    if not masks:  # the rest may be changing under a tracking job: it was not touched
+                        raise
+                    self.prompts = prompts
                     self.history, self.dirty, self.loaded_ids, self.exported = saved
                     with self.store.offline():
                         for key in keys:  # the tracker gets its earlier prompts back
