@@ -116,9 +116,9 @@ def create_app(state: AnnotatorState, token: Optional[str] = None) -> FastAPI:
         return _error(400, str(exc))
 
     @app.exception_handler(OSError)
-    async def disk_error(request, exc: OSError):  # a write the state did not catch: still one JSON line
+    async def file_error(request, exc: OSError):  # one the state did not turn into a message: still one JSON line
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        return _error(507 if full else 500, f"cannot write in {state.output_dir}: {exc.strerror or exc}")
+        return _error(507 if full else 500, f"file error on {exc.filename or state.output_dir}: {exc.strerror or exc}")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request, exc: RequestValidationError):
