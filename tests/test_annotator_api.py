@@ -226,6 +226,7 @@ def test_resume_refuses_another_videos_session(annotator, tmp_path, predictors):
 
     state, client = annotator
     client.post("/api/objects", json={})
+    state.close()  # (an open annotator holds its folder: see test_annotator_persistence)
     make_two_object_video(tmp_path / "other", num_frames=5)
     with pytest.raises(UserError, match="belongs to video 'clip'"):
         open_annotator(tmp_path / "other", predictors, state.output_dir)
@@ -308,7 +309,10 @@ def test_bad_requests_get_one_line_errors_and_change_nothing(annotator):
     # the name is data, never a path: export writes only the usual files under output_dir
     client.post("/api/export")
     written = sorted(str(p.relative_to(state.output_dir)) for p in state.output_dir.rglob("*") if p.is_file())
-    assert written == sorted([SESSION_NAME, "coco/clip.json", "overlays/clip.mp4"] + [f"clip/{t:05d}.png" for t in range(14)])
+    log = [w for w in written if w.startswith(".annotator/tracked-") and w.endswith(".jsonl")]
+    assert len(log) == 1  # the tracked masks (test_annotator_persistence)
+    assert written == sorted([SESSION_NAME, ".tsms.lock", log[0], "coco/clip.json", "overlays/clip.mp4",
+                              "clip/.annotator_export.json"] + [f"clip/{t:05d}.png" for t in range(14)])
     assert client.get("/api/frame/3").headers["content-type"] == "image/jpeg"
     assert Image.open(__import__("io").BytesIO(client.get("/api/overlay/0").content)).mode == "RGBA"
 

@@ -118,6 +118,9 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
         page.mouse.click(*canvas_xy(page, *OBJ_2_ON_FRAME_8))
         _prompts_done(page, 3)
         assert (2, 8) in state.prompts
+        page.wait_for_function("(document.querySelector(\"#objects li[data-id='2'] .retrack\") || {}).textContent"
+                               " === '\u27f3 8'")  # marked for re-tracking from frame 8
+        assert page.query_selector("#objects li[data-id='1'] .retrack") is None
         page.click("#track-forward")
         _wait_status(page, "tracked 6 frames")
         assert state.job.obj_ids == [2]
@@ -133,7 +136,9 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
 
         page.click("#export")
         _wait_status(page, "exported to")
-        assert sorted(p.name for p in (state.output_dir / "clip").iterdir()) == sorted(f"{t:05d}.png" for t in range(14))
+        assert sorted(p.name for p in (state.output_dir / "clip").iterdir()) == sorted(
+            [f"{t:05d}.png" for t in range(14)] + [".annotator_export.json"])
+        assert page.query_selector("#objects .retrack") is None  # tracked: nothing left to re-track
         assert (state.output_dir / "coco" / "clip.json").is_file() and (state.output_dir / "overlays" / "clip.mp4").is_file()
 
         page.keyboard.press("Home")

@@ -38,7 +38,8 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv=None)
     try:
         code = main(argv)
     except UserError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        for line in getattr(exc, "lines", None) or [exc]:  # UserErrors: one line per problem
+            print(f"error: {_one_line(line)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except FileNotFoundError as exc:
         name = exc.filename if exc.filename else exc

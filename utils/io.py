@@ -4,9 +4,14 @@ never write outside the output root the user named."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -116,3 +121,80 @@ def atomic_dir(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+LOCK_NAME = ".tsms.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def _lock_holder(path: Path) -> dict:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    what = f"pid {holder.get('pid', '?')}"
+    if holder.get("host") and holder.get("host") != socket.gethostname():
+        what += f" on {holder['host']}"
+    return what
+
+
+@contextlib.contextmanager
+def hold_lock(folder: PathLike, what: str) -> Iterator[Path]:
+    """Hold ``folder`` for this process: a second holder (another process, or another
+    ``hold_lock`` here) gets a one-line :class:`UserError` naming the holder's pid.
+
+    The lock is ``fcntl.flock`` on ``folder/.tsms.lock``, which holds the holder's pid and
+    host: the kernel drops it when the holder dies, so a killed run never blocks the next.
+    Where flock is not supported, a lock file whose pid is dead (on this host) is taken over.
+    Creates ``folder``. Yields the lock file path.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot lock {what} {folder}: {exc.strerror or exc}") from None
+    held = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{what} {folder} is in use by {_describe(_lock_holder(path))}; "
+                            f"wait for it to finish or stop it, or choose another folder") from None
+        except OSError as exc:  # no flock here (some network file systems): trust a live pid
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            holder = _lock_holder(path)
+            same_host = holder.get("host") in (None, socket.gethostname())
+            if isinstance(holder.get("pid"), int) and holder["pid"] != os.getpid() and (
+                    not same_host or _pid_alive(holder["pid"])):
+                raise UserError(f"{what} {folder} is in use by {_describe(holder)}; wait for it to finish "
+                                f"or stop it, or choose another folder") from None
+        held = True
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError as exc:
+            raise UserError(f"cannot lock {what} {folder}: {exc.strerror or exc}") from None
+        yield path
+    finally:
+        if held:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # still ours here: no stale record is left behind
+        os.close(fd)  # releases the flock

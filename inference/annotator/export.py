@@ -7,16 +7,15 @@ Under ``output_dir`` (the annotator writes nowhere else):
 * ``coco/<video>.json``: COCO instances with RLE masks (pycocotools), object names and types;
 * ``overlays/<video>.mp4``: the frames with coloured masks and ids.
 
-Each is written to a hidden temporary path, then renamed into place. An existing
-``<video>/`` folder is replaced only if this annotator wrote it (its session file says so).
+The three are built in a hidden staging folder and published together
+(:mod:`inference.annotator.publish`); only files the annotator wrote are ever replaced.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Dict
 
@@ -25,18 +24,19 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from data.mask_io import list_frames, read_label_png, write_label_png
-from inference.annotator.records import AnnotatorError
+from inference.annotator.publish import ExportStaging
+from inference.annotator.records import AnnotatorError, disk_error
 from inference.annotator.session_file import SESSION_NAME
+from inference.annotator.tracked import FOLDER as TRACKED_FOLDER
 from inference.outputs import video_output_name
 from inference.writers import OverlayWriter
 from utils.errors import UserError
-from utils.io import atomic_write, inside
 
 log = logging.getLogger(__name__)
 
 
 # Entries of --output_dir the annotator writes besides the <video>/ folders.
-OWN_ENTRIES = ("coco", SESSION_NAME)
+OWN_ENTRIES = ("coco", SESSION_NAME, TRACKED_FOLDER)
 
 
 def check_video_name(name: str) -> str:
@@ -49,39 +49,46 @@ def check_video_name(name: str) -> str:
     return name
 
 
-def _inside(root: Path, *parts: str) -> Path:
-    return inside(root, Path(root).joinpath(*parts))
-
-
 def export(state) -> Dict[str, str]:
-    """Write the PNG masks, the COCO JSON and the overlay video; returns their paths."""
+    """Write the PNG masks, the COCO JSON and the overlay video, published together;
+    returns their paths."""
     with state._idle():
-        root, video = state.output_dir, state.source.name
-        mask_dir = _inside(root, check_video_name(video))
-        if mask_dir.exists() and not state.exported:
-            raise AnnotatorError(409, f"{mask_dir} exists and was not written by the annotator; "
-                                      "refusing to replace it (choose another --output_dir)")
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = _inside(root, f".{video}.export-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        root, video = state.output_dir, check_video_name(state.source.name)
+        try:
+            staging = ExportStaging(root, video)
+        except UserError as exc:
+            raise AnnotatorError(409, str(exc)) from None
+        except OSError as exc:
+            raise disk_error(exc, root, "export") from None
         try:
             for f in tqdm(range(state.num_frames), desc="export", unit="frame", leave=False):
-                write_label_png(tmp / f"{state.source.frame_name(f)}.png", state.store.labels(f))
-            coco_path = _inside(root, "coco", f"{video}.json")
-            with atomic_write(coco_path) as fh:
+                write_label_png(staging.masks_dir / f"{state.source.frame_name(f)}.png", state.store.labels(f))
+            with open(staging.coco_path, "w") as fh:
                 json.dump(coco_dict(state), fh)
-            overlay_path = _inside(root, "overlays", f"{video}.mp4")
-            write_overlay(state, overlay_path)
-            if mask_dir.exists():
-                shutil.rmtree(mask_dir)
-            os.replace(tmp, mask_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            write_overlay(state, staging.overlay_path)
+            paths = staging.publish()
+        except UserError as exc:
+            staging.discard()
+            raise AnnotatorError(409, str(exc)) from None
+        except OSError as exc:
+            staging.discard()  # not committed: the last export stands
+            if staging.committed:
+                raise AnnotatorError(500, f"the export is complete in {staging.dir} but could not be moved into "
+                                          f"{root}: {exc.strerror or exc}; the next start finishes it") from None
+            raise disk_error(exc, root, "export") from None
+        except Exception:
+            staging.discard()
+            raise
+        was = state.exported
         state.exported = True
-        state.save()
+        try:
+            state.save()
+        except OSError as exc:
+            state.exported = was
+            raise AnnotatorError(507, f"the export was published in {root}, but the session could not be saved: "
+                                      f"{exc.strerror or exc}") from None
         log.info("exported %d frames of %s to %s", state.num_frames, video, root)
-        return {"masks": str(mask_dir), "coco": str(coco_path), "overlay": str(overlay_path)}
+        return paths
 
 
 def coco_dict(state) -> dict:
@@ -114,15 +121,15 @@ def coco_dict(state) -> dict:
 
 
 def write_overlay(state, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # cv2 picks the codec from the suffix
-    writer = OverlayWriter(tmp, state.source.fps or 30.0, state.width, state.height)
+    """The overlay video at ``path`` (in the staging folder; cv2 picks the codec from the suffix)."""
+    writer = OverlayWriter(path, state.source.fps or 30.0, state.width, state.height)
     try:
         for f in range(state.num_frames):
             writer.write(state.source.read(f), state.store.labels(f))
     finally:
         writer.close()
-    os.replace(tmp, path)
+    if not path.is_file() or path.stat().st_size == 0:  # cv2 fails silently (a full disk, no codec)
+        raise OSError(errno.EIO, f"the overlay video {path.name} could not be written")
 
 
 def load_masks(state, folder: Path, mark_loaded: bool = True) -> int:

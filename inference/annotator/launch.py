@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 import socket
 from pathlib import Path
 from typing import Callable, Optional
 
-from inference.annotator import session_file
+from inference.annotator import publish, session_file, tracked
 from inference.annotator.export import check_video_name, load_masks
 from inference.annotator.state import AnnotatorError, AnnotatorState
 from inference.video_sources import open_video_source
 from utils.errors import UserError
+from utils.io import hold_lock
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def open_annotator(video_path, make_predictor: Callable[[str], object], output_dir, *, masks_dir=None,
                    preset: str = "tsms", threshold: float = 0.5, evict: bool = True) -> AnnotatorState:
     """The annotator state for a video: resumed from ``output_dir`` if it holds a session
-    (and its last export), then ``masks_dir`` masks loaded on top for correction, except over a
-    resumed export (that would undo its corrections). ``video_path`` may also be an open frame source."""
+    (with its tracked masks), then ``masks_dir`` masks loaded on top for correction, except over a
+    resumed session (that would undo its corrections).
+    ``video_path`` may also be an open frame source.
+
+    ``output_dir`` is locked until :meth:`AnnotatorState.close`: a second annotator on it is
+    refused. A session file that does not pass :func:`session_file.validate` is refused
+    with one line per problem, and left as it is."""
     source = video_path if hasattr(video_path, "read") else open_video_source(str(video_path))
     if getattr(source, "live", False):
         raise UserError("the annotator needs a recorded video (mp4 or frame folder), not a live stream")
@@ -31,27 +37,64 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
     check_video_name(source.name)  # before anything is removed or written under its name
-    masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None
-    _remove_stale_temp_files(output_dir, source.name)
-    saved = session_file.read(output_dir)
+    resources = contextlib.ExitStack()
     try:
-        state = AnnotatorState(source, make_predictor, output_dir, preset=preset, threshold=threshold, evict=evict)
-    except AnnotatorError as exc:
-        raise UserError(str(exc)) from None
+        resources.enter_context(hold_lock(output_dir, "annotator output folder"))
+        masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None
+        saved = session_file.read(output_dir, source.name, len(source), source.height, source.width)
+        publish.recover(output_dir, source.name)
+        _remove_stale_temp_files(output_dir, source.name)
+        try:
+            state = AnnotatorState(source, make_predictor, output_dir, preset=preset, threshold=threshold, evict=evict)
+        except AnnotatorError as exc:
+            raise UserError(str(exc)) from None
+        state.resources.enter_context(resources.pop_all())
+        try:
+            _resume(state, saved, masks_dir)
+        except BaseException:
+            state.close()
+            raise
+    except OSError as exc:
+        resources.close()
+        raise UserError(f"cannot use --output_dir {output_dir}: {exc.strerror or exc} (errno {exc.errno})") from None
+    except BaseException:
+        resources.close()
+        raise
+    return state
+
+
+def _resume(state: AnnotatorState, saved: Optional[dict], masks_dir) -> None:
+    """Prompts replayed, tracked masks back from the log (what it lacks is marked for
+    re-tracking), a new log started, ``masks_dir`` on top, the session saved."""
+    output_dir, video = state.output_dir, state.source.name
     if saved is not None:
         session_file.restore(state, saved)
-        exported = state.output_dir / source.name
-        if state.exported and exported.is_dir():
-            load_masks(state, exported)
-            state.dirty.clear()  # the export holds their tracked masks
-            if masks_dir is not None:  # re-running the same command resumes the corrections
-                log.warning("resumed %s with its export: --masks %s is not loaded again (it would undo the "
-                            "corrections); use another --output_dir to start over from it", output_dir, masks_dir)
-                masks_dir = None
-    if masks_dir is not None:
-        load_masks(state, masks_dir)
+        if saved["tracked"] is not None:
+            header = {"video": video, "num_frames": state.num_frames, "size": [state.height, state.width]}
+            frames, problem = tracked.read(output_dir, saved["tracked"]["file"], saved["tracked"]["seq"], header)
+            bad = [f for f, (png, _, _) in frames.items() if png is not None and not state.store.check_png(png)]
+            if bad and problem is None:
+                problem = f"the tracked masks of frames {bad[:5]} are damaged"
+            for frame, frame_state in frames.items():
+                if frame not in bad:
+                    state.store.put_state(frame, frame_state, persist=False)
+            if problem:
+                for obj_id in state.prompted_objects():
+                    state.dirty[obj_id] = state.first_prompt_frame(obj_id)
+                log.warning("%s; objects %s are marked for re-tracking", problem, state.prompted_objects())
+            log.info("tracked masks of %d frames restored; to re-track: %s", len(frames),
+                     {o: f for o, f in sorted(state.dirty.items())} or "nothing")
+        elif state.exported and (output_dir / video).is_dir():  # a session of an older version
+            load_masks(state, output_dir / video)
+            log.info("masks shown from the last export; every prompted object is marked for re-tracking")
+    state.start_log()
+    if masks_dir is not None and saved is not None:  # re-running the same command resumes the corrections
+        log.warning("resumed the session in %s: --masks %s is not loaded again (it would undo the corrections); "
+                    "use another --output_dir to start over from it", output_dir, masks_dir)
+    elif masks_dir is not None:
+        load_masks(state, Path(masks_dir))
     state.save()
-    return state
+    tracked.remove_others(output_dir, keep=state.store.journal.name)
 
 
 def masks_folder(masks_dir, video: str) -> Path:
@@ -71,14 +114,16 @@ def masks_folder(masks_dir, video: str) -> Path:
 
 
 def _remove_stale_temp_files(output_dir: Path, video: str) -> None:
-    """Temp files an earlier run left behind when killed (only names we make)."""
+    """Temp files an earlier run left behind when killed (only names we make, only files)."""
     if not output_dir.is_dir():
         return
-    stale = list(output_dir.glob(f".{video}.export-*")) + list(output_dir.glob(f".{session_file.SESSION_NAME}.*.tmp"))
+    stale = list(output_dir.glob(f".{session_file.SESSION_NAME}.*.tmp"))
     stale += list((output_dir / "overlays").glob(f".{video}.tmp.mp4")) + list((output_dir / "coco").glob(f".{video}.json.*.tmp"))
     for path in stale:
+        if path.is_symlink() or not path.is_file():
+            continue  # not what we write there: never ours to remove
         log.info("removing a stale temporary file of an earlier run: %s", path)
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.unlink()
 
 
 def check_port_free(host: str, port: int) -> None:

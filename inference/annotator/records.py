@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,6 +22,13 @@ class AnnotatorError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def disk_error(exc: OSError, folder, what: str) -> AnnotatorError:
+    """A failed write as one line naming the folder and the cause (507 for a full disk)."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return AnnotatorError(507 if full else 500, f"cannot {what} in {folder}: {exc.strerror or exc} "
+                                                 f"(errno {exc.errno}); nothing was changed")
 
 
 @dataclass

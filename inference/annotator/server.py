@@ -8,6 +8,7 @@ is decided in one layer in front of every route: ``inference.annotator.security`
 
 from __future__ import annotations
 
+import errno
 import html
 import logging
 import secrets
@@ -46,7 +47,8 @@ class ObjectUpdate(BaseModel):
     type: Optional[str] = None
 
 
-class PointPrompt(BaseModel):
+# strict: `"frame": true` or `"frame": "3"` is a bad request, not frame 1 or 3
+class PointPrompt(BaseModel, strict=True):
     obj_id: int
     frame: int
     x: float
@@ -54,13 +56,13 @@ class PointPrompt(BaseModel):
     positive: bool = True
 
 
-class BoxPrompt(BaseModel):
+class BoxPrompt(BaseModel, strict=True):
     obj_id: int
     frame: int
     box: List[float] = Field(..., min_length=4, max_length=4)
 
 
-class TrackRequest(BaseModel):
+class TrackRequest(BaseModel, strict=True):
     direction: Literal["forward", "reverse", "both"] = "forward"
     obj_ids: Optional[List[int]] = None
 
@@ -114,6 +116,11 @@ def create_app(state: AnnotatorState, token: Optional[str] = None, *, host: str 
     @app.exception_handler(UserError)
     async def user_error(request, exc: UserError):
         return _error(400, str(exc))
+
+    @app.exception_handler(OSError)
+    async def file_error(request, exc: OSError):  # one the state did not turn into a message: still one JSON line
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return _error(507 if full else 500, f"file error on {exc.filename or state.output_dir}: {exc.strerror or exc}")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request, exc: RequestValidationError):

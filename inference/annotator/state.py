@@ -7,25 +7,29 @@ progress and show masks while they are computed; prompting waits until it is don
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from data.endovis17 import INSTRUMENT_TYPES
-from inference.annotator import quality, session_file
-from inference.annotator.records import AnnotatedObject, AnnotatorError, FramePrompt, LockedSource, TrackJob
+from inference.annotator import quality, session_file, tracked
+from inference.annotator.records import (AnnotatedObject, AnnotatorError, FramePrompt, LockedSource, TrackJob,
+                                         disk_error)
 from inference.annotator.store import MaskStore
 from models.session import DIRECTIONS, TrackingSession
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("tsms", "tsms_fast", "sam2")
+SAVE_EVERY_S = 2.0  # while tracking: how often the session is saved (a kill loses at most this much)
 OBJECT_TYPES = tuple(INSTRUMENT_TYPES.values())
 
 
@@ -61,6 +65,7 @@ class AnnotatorState:
         self.exported = False
         self._lock = threading.RLock()  # the tracker: prompts and tracking (held for a whole job)
         self._meta_lock = threading.RLock()  # names, types and the session file (free while tracking)
+        self.resources = contextlib.ExitStack()  # the folder lock, the log of tracked masks: released by close()
         self.session = self._new_session()
 
     # ------------------------------------------------------------------ model
@@ -83,11 +88,19 @@ class AnnotatorState:
         with self._idle():
             if preset == self.preset:
                 return
-            self.preset = preset
-            self.session.close()
-            self.session = self._new_session()
-            self.replay_prompts()
-            self.save()
+            old_session, old_preset, old_dirty = self.session, self.preset, dict(self.dirty)
+            try:
+                with self.store.transaction():
+                    self.preset = preset
+                    self.session = self._new_session()
+                    self.replay_prompts()
+                    self.save()
+            except OSError as exc:
+                if self.session is not old_session:
+                    self.session.close()
+                self.session, self.preset, self.dirty = old_session, old_preset, old_dirty
+                raise disk_error(exc, self.output_dir, "save the session") from None
+            old_session.close()
 
     def replay_prompts(self) -> None:
         for (obj_id, frame) in sorted(self.prompts, key=lambda k: (k[1], k[0])):
@@ -115,6 +128,35 @@ class AnnotatorState:
             raise AnnotatorError(409, "tracking is running; wait for it or cancel it first")
         return self._lock
 
+    @contextlib.contextmanager
+    def _saved_change(self, keys: Iterable[Tuple[int, int]] = (), masks: bool = True):
+        """A change that must reach the disk. If a write fails (a full disk, a read-only
+        folder), everything is put back as it was -- objects, prompts, history, masks and the
+        tracker's prompts on ``keys`` -- so the page shows what is saved; one-line 5xx error.
+        ``masks=False``: a change of names only (allowed while tracking writes masks)."""
+        keys = list(keys)
+        objects, prompts = copy.deepcopy(self.objects), dict(self.prompts)
+        for key in keys:
+            if key in prompts:
+                prompts[key] = copy.deepcopy(prompts[key])
+        saved = (list(self.history), dict(self.dirty), set(self.loaded_ids), self.exported)
+        try:
+            with self.store.transaction() if masks else contextlib.nullcontext():
+                try:
+                    yield
+                except OSError:
+                    self.objects = objects
+                    if not masks:  # the rest may be changing under a tracking job: it was not touched
+                        raise
+                    self.prompts = prompts
+                    self.history, self.dirty, self.loaded_ids, self.exported = saved
+                    with self.store.offline():
+                        for key in keys:  # the tracker gets its earlier prompts back
+                            self._apply(*key)
+                    raise
+        except OSError as exc:
+            raise disk_error(exc, self.output_dir, "save the change") from None
+
     # ------------------------------------------------------------------ objects
     def add_object(self, name: Optional[str] = None, type: str = "", obj_id: Optional[int] = None) -> AnnotatedObject:
         with self._meta_lock:
@@ -124,20 +166,24 @@ class AnnotatorState:
                 raise AnnotatorError(422, f"object id {obj_id} is taken or outside 1..255")
             self._check_type(type)
             obj = AnnotatedObject(obj_id, _clean_name(name) or f"object {obj_id}", type)
-            self.objects[obj_id] = obj
-            self.save()
+            with self._saved_change(masks=False):
+                self.objects[obj_id] = obj
+                self.save()
             return obj
 
     def update_object(self, obj_id: int, name: Optional[str] = None, type: Optional[str] = None) -> AnnotatedObject:
         with self._meta_lock:
-            obj = self.check_object(obj_id)
-            if name is not None:
-                obj.name = _clean_name(name) or obj.name
+            self.check_object(obj_id)
             if type is not None:
                 self._check_type(type)
-                obj.type = type
-            self.save()
-            return obj
+            with self._saved_change(masks=False):
+                obj = self.objects[obj_id]
+                if name is not None:
+                    obj.name = _clean_name(name) or obj.name
+                if type is not None:
+                    obj.type = type
+                self.save()
+            return self.objects[obj_id]
 
     @staticmethod
     def _check_type(type: str) -> None:
@@ -147,24 +193,26 @@ class AnnotatorState:
     def delete_object(self, obj_id: int) -> None:
         with self._idle():
             self.check_object(obj_id)
+            with self._saved_change():  # the tracker is told only once it is saved
+                del self.objects[obj_id]
+                self.prompts = {k: v for k, v in self.prompts.items() if k[0] != obj_id}
+                self.history = [h for h in self.history if h[0] != obj_id]
+                self.dirty.pop(obj_id, None)
+                self.loaded_ids.discard(obj_id)
+                self.store.remove_object(obj_id)
+                self.save()
             if obj_id in self.session.obj_ids:
                 self.session.remove_object(obj_id)
-            del self.objects[obj_id]
-            self.prompts = {k: v for k, v in self.prompts.items() if k[0] != obj_id}
-            self.history = [h for h in self.history if h[0] != obj_id]
-            self.dirty.pop(obj_id, None)
-            self.loaded_ids.discard(obj_id)
-            self.store.remove_object(obj_id)
-            self.save()
 
     # ------------------------------------------------------------------ prompts
     def add_point(self, obj_id: int, frame: int, x: float, y: float, positive: bool = True) -> dict:
         with self._idle():
             self.check_object(obj_id), self.check_frame(frame), self._check_xy(x, y)
-            prompt = self._prompt_for(obj_id, frame)
-            prompt.points.append([float(x), float(y)])
-            prompt.labels.append(1 if positive else 0)
-            return self._prompted(obj_id, frame, "point")
+            with self._saved_change([(obj_id, frame)]):
+                prompt = self._prompt_for(obj_id, frame)
+                prompt.points.append([float(x), float(y)])
+                prompt.labels.append(1 if positive else 0)
+                return self._prompted(obj_id, frame, "point")
 
     def add_box(self, obj_id: int, frame: int, box) -> dict:
         with self._idle():
@@ -175,19 +223,21 @@ class AnnotatorState:
             self._check_xy(x1, y1), self._check_xy(x2, y2)
             if x2 - x1 < 1 or y2 - y1 < 1:
                 raise AnnotatorError(422, f"box {list(box)} has no area (x1 < x2 and y1 < y2 needed)")
-            prompt = self._prompt_for(obj_id, frame)
-            if prompt.box is not None:
-                self.history = [h for h in self.history if h != (obj_id, frame, "box")]
-            prompt.box = [x1, y1, x2, y2]
-            return self._prompted(obj_id, frame, "box")
+            with self._saved_change([(obj_id, frame)]):
+                prompt = self._prompt_for(obj_id, frame)
+                if prompt.box is not None:
+                    self.history = [h for h in self.history if h != (obj_id, frame, "box")]
+                prompt.box = [x1, y1, x2, y2]
+                return self._prompted(obj_id, frame, "box")
 
     def add_mask(self, obj_id: int, frame: int, mask: np.ndarray) -> dict:
         with self._idle():
             self.check_object(obj_id), self.check_frame(frame)
             if mask.shape != (self.height, self.width) or not mask.any():
                 raise AnnotatorError(422, f"a mask prompt must be a non-empty {self.width}x{self.height} mask")
-            self.prompts[(obj_id, frame)] = FramePrompt(mask=mask.astype(bool))
-            return self._prompted(obj_id, frame, "mask")
+            with self._saved_change([(obj_id, frame)]):
+                self.prompts[(obj_id, frame)] = FramePrompt(mask=mask.astype(bool))
+                return self._prompted(obj_id, frame, "mask")
 
     def _prompt_for(self, obj_id: int, frame: int) -> FramePrompt:
         """The object's prompt on the frame; a correction of loaded masks starts from them."""
@@ -237,17 +287,25 @@ class AnnotatorState:
         with self._idle():
             if not self.history:
                 raise AnnotatorError(409, "nothing to undo")
-            obj_id, frame, kind = self.history.pop()
-            prompt = self.prompts[(obj_id, frame)]
-            if kind == "point":
-                prompt.points.pop(), prompt.labels.pop()
-            elif kind == "box":
-                prompt.box = None
-            else:
-                prompt.mask = None
-            self._apply(obj_id, frame)
-            self.dirty[obj_id] = min(self.dirty.get(obj_id, frame), frame)
-            self.save()
+            obj_id, frame, kind = self.history[-1]
+            prompt = self.prompts.get((obj_id, frame))
+            present = prompt is not None and {"point": bool(prompt.points), "box": prompt.box is not None,
+                                              "mask": prompt.mask is not None}.get(kind, False)
+            if not present:
+                raise AnnotatorError(409, f"the undo history does not match the prompts (its last entry is a {kind} "
+                                          f"of object {obj_id} on frame {frame}, which is not there); nothing undone")
+            with self._saved_change([(obj_id, frame)]):
+                self.history.pop()
+                prompt = self.prompts[(obj_id, frame)]
+                if kind == "point":
+                    prompt.points.pop(), prompt.labels.pop()
+                elif kind == "box":
+                    prompt.box = None
+                else:
+                    prompt.mask = None
+                self._apply(obj_id, frame)
+                self.dirty[obj_id] = min(self.dirty.get(obj_id, frame), frame)
+                self.save()
             return {"obj_id": obj_id, "frame": frame, "undone": kind}
 
     def first_prompt_frame(self, obj_id: int) -> Optional[int]:
@@ -284,6 +342,7 @@ class AnnotatorState:
 
     def _track(self, job: TrackJob, groups: Dict[int, List[int]]) -> None:
         start_time = time.perf_counter()
+        dirty_before = dict(self.dirty)
         try:
             with self._lock:
                 for start, ids in sorted(groups.items()):
@@ -293,6 +352,14 @@ class AnnotatorState:
                         break
                     for obj_id in ids:
                         self.dirty.pop(obj_id, None)
+                self.save()
+        except OSError as exc:  # a full disk: masks written so far are kept, the rest is re-tracked
+            self.dirty.update(dirty_before)  # still to re-track
+            job.error = str(disk_error(exc, self.output_dir, "save the tracked masks")).replace(
+                "nothing was changed", "the masks tracked before it are kept")
+            log.error("tracking stopped: %s", job.error)
+            with contextlib.suppress(OSError):  # the session covers them if there is room for it
+                self.save()
         except Exception as exc:  # the page shows it; the session stays usable
             log.exception("tracking failed")
             job.error = f"{type(exc).__name__}: {exc}"
@@ -312,6 +379,7 @@ class AnnotatorState:
             frames.close()
 
     def _store_tracked(self, job: TrackJob, frames, first, everyone, ious) -> None:
+        last_save = time.monotonic()
         for result in frames:
             logits, hidden = result.mask_logits, []
             if job.direction == "forward":  # no mask before an object's first prompt, as predict_video.py
@@ -325,6 +393,9 @@ class AnnotatorState:
                               {o: v for o, v in result.object_scores.items() if o in shown},
                               {o: v for o, v in iou.items() if o in shown})
             job.done, job.frame = job.done + 1, result.frame_idx
+            if time.monotonic() - last_save > SAVE_EVERY_S:  # masks so far survive a kill (still marked dirty)
+                self.save()
+                last_save = time.monotonic()
             if job.cancel.is_set():
                 break
 
@@ -374,11 +445,24 @@ class AnnotatorState:
         with self._meta_lock:
             session_file.save(self)
 
+    def start_log(self) -> None:
+        """Write the masks held now as a new log of tracked masks; later changes append to it.
+        The session must be saved next (it names the log)."""
+        header = {"video": self.source.name, "num_frames": self.num_frames, "size": [self.height, self.width]}
+        frames = [(f, self.store.frame_state(f)) for f in self.store.known_frames()]
+        journal = tracked.TrackedLog.create(self.output_dir, header, frames)
+        if self.store.journal is not None:
+            self.store.journal.close()
+        self.store.journal = journal
+
     def close(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel.set()
             self.wait(30)
         self.session.close()
+        if self.store.journal is not None:
+            self.store.journal.close()
+        self.resources.close()
 
 
 def _clean_name(name: Optional[str]) -> str:

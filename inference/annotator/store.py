@@ -2,12 +2,15 @@
 
 Label maps (``uint8 [H, W]``, value = object id) are kept PNG-compressed, a few kB per
 frame, so an hour of video fits in memory while the tracker itself evicts its outputs.
+With a :class:`~inference.annotator.tracked.TrackedLog` attached, every change of a frame
+is written to it before it is made in memory, so memory never shows what the disk lacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -37,6 +40,8 @@ class MaskStore:
         self.ious: Dict[int, Dict[int, float]] = {}  # obj_id -> frame -> predicted IoU
         self._lock = threading.Lock()
         self.version = 0  # bumped on every change (lets the page know what to refetch)
+        self.journal = None  # a TrackedLog: changes are written there first
+        self._undo: Optional[dict] = None  # frame -> its state before the open transaction
 
     def labels(self, frame: int) -> np.ndarray:
         with self._lock:
@@ -51,10 +56,81 @@ class MaskStore:
     def frames(self) -> Sequence[int]:
         return sorted(self._labels)
 
-    def set_labels(self, frame: int, labels: np.ndarray) -> None:
+    # ------------------------------------------------------------------ one frame's whole state
+    def frame_state(self, frame: int):
+        """(label PNG or None, {obj: score}, {obj: iou}) of ``frame``: what the log stores."""
         with self._lock:
-            self._labels[frame] = _encode(np.ascontiguousarray(labels, dtype=np.uint8))
+            return (self._labels.get(frame), {o: t[frame] for o, t in self.scores.items() if frame in t},
+                    {o: t[frame] for o, t in self.ious.items() if frame in t})
+
+    def known_frames(self) -> Sequence[int]:
+        """Frames with masks or scores."""
+        frames = set(self._labels)
+        for table in (*self.scores.values(), *self.ious.values()):
+            frames.update(table)
+        return sorted(frames)
+
+    def put_state(self, frame: int, state, persist: bool = True) -> None:
+        """Make ``state`` the frame's state: written to the log first (if any), then kept."""
+        png, scores, ious = state
+        if persist and self.journal is not None:
+            self.journal.append(frame, state)  # raises on a full disk: memory is left as it was
+        if self._undo is not None and frame not in self._undo:
+            self._undo[frame] = self.frame_state(frame)
+        with self._lock:
+            if png is None:
+                self._labels.pop(frame, None)
+            else:
+                self._labels[frame] = png
+            for obj_id in set(self.scores) | set(scores):
+                self._set(self.scores, obj_id, frame, scores.get(obj_id))
+            for obj_id in set(self.ious) | set(ious):
+                self._set(self.ious, obj_id, frame, ious.get(obj_id))
             self.version += 1
+
+    @staticmethod
+    def _set(table, obj_id, frame, value) -> None:
+        if value is None:
+            row = table.get(obj_id)
+            if row is not None:
+                row.pop(frame, None)
+                if not row:
+                    del table[obj_id]
+        else:
+            table.setdefault(obj_id, {})[frame] = value
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Changes made in the block are all taken back (memory and log) if it raises."""
+        if self._undo is not None:  # nested: the outer one takes everything back
+            yield
+            return
+        self._undo, mark = {}, self.journal.mark() if self.journal is not None else None
+        try:
+            yield
+        except BaseException:
+            undo, self._undo = self._undo, None
+            for frame, state in undo.items():
+                self.put_state(frame, state, persist=False)
+            if mark is not None:
+                self.journal.rollback(mark)
+            raise
+        finally:
+            self._undo = None
+
+    @contextlib.contextmanager
+    def offline(self) -> Iterator[None]:
+        """Changes in the block are not written to the log (replaying what it already has)."""
+        journal, self.journal = self.journal, None
+        try:
+            yield
+        finally:
+            self.journal = journal
+
+    # ------------------------------------------------------------------ changes
+    def set_labels(self, frame: int, labels: np.ndarray) -> None:
+        _, scores, ious = self.frame_state(frame)
+        self.put_state(frame, (_encode(np.ascontiguousarray(labels, dtype=np.uint8)), scores, ious))
 
     def update(self, frame: int, obj_ids: Sequence[int], logits: torch.Tensor, all_objects: Iterable[int],
                scores: Optional[Dict[int, float]] = None, ious: Optional[Dict[int, float]] = None) -> None:
@@ -72,30 +148,36 @@ class MaskStore:
             fresh = logits_to_label_map(obj_ids, logits, self.height, self.width)
             free = labels == 0
             labels[free] = fresh[free]
-        self.set_labels(frame, labels)
-        for obj_id in obj_ids:
-            if scores and obj_id in scores:
-                self.scores.setdefault(obj_id, {})[frame] = scores[obj_id]
-            if ious and obj_id in ious:
-                self.ious.setdefault(obj_id, {})[frame] = ious[obj_id]
+        _, frame_scores, frame_ious = self.frame_state(frame)
+        frame_scores.update({o: v for o, v in (scores or {}).items() if o in obj_ids})
+        frame_ious.update({o: v for o, v in (ious or {}).items() if o in obj_ids})
+        self.put_state(frame, (_encode(np.ascontiguousarray(labels, dtype=np.uint8)), frame_scores, frame_ious))
 
     def remove_object(self, obj_id: int, frames: Optional[Iterable[int]] = None) -> None:
-        """Erase ``obj_id`` (on ``frames``, default all) and, with all frames, its scores."""
-        targets = list(self._labels) if frames is None else [f for f in frames if f in self._labels]
+        """Erase ``obj_id`` (on ``frames``, default all) with its scores there."""
+        targets = self.known_frames() if frames is None else list(frames)
         for frame in targets:
-            labels = self.labels(frame)
-            if (labels == obj_id).any():
+            png, scores, ious = self.frame_state(frame)
+            labels = self.labels(frame) if png is not None else None
+            has_pixels = labels is not None and (labels == obj_id).any()
+            if not has_pixels and obj_id not in scores and obj_id not in ious:
+                continue
+            if has_pixels:
                 labels[labels == obj_id] = 0
-                self.set_labels(frame, labels)
-        for table in (self.scores, self.ious):
-            if frames is None:
-                table.pop(obj_id, None)
-            else:
-                for frame in frames:
-                    table.get(obj_id, {}).pop(frame, None)
+                png = _encode(labels)
+            scores.pop(obj_id, None), ious.pop(obj_id, None)
+            self.put_state(frame, (png, scores, ious))
 
     def object_ids(self) -> set:
         ids = set(self.scores)
         for frame in list(self._labels):
             ids.update(int(i) for i in np.unique(self.labels(frame)) if i)
         return ids
+
+    def check_png(self, data: bytes) -> bool:
+        """Whether ``data`` decodes to a label map of this video's size."""
+        try:
+            labels = _decode(data)
+        except cv2.error:
+            return False
+        return labels is not None and labels.dtype == np.uint8 and labels.shape == (self.height, self.width)

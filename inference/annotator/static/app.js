@@ -143,6 +143,12 @@ function renderObjects() {
       api("DELETE", `/api/objects/${o.id}`).then(() => { if (S.active === o.id) S.active = null; return refreshInfo(); })
         .then(() => showFrame(S.frame, true)).catch(() => {}); });
     li.append(name, type, del);
+    const from = S.info.dirty[String(o.id)];
+    if (from != null) {  // prompted since last tracked (also after a restart): Track re-tracks it from there
+      const mark = document.createElement("span"); mark.className = "retrack";
+      mark.textContent = `\u27f3 ${from}`; mark.title = `to re-track from frame ${from} (press Track)`;
+      li.append(mark);
+    }
     li.addEventListener("click", () => { S.active = o.id; renderObjects(); });
     ul.append(li);
   }
