@@ -97,14 +97,14 @@ def _correct_in_the_page(url):
         assert page.locator("#objects li").count() == 2  # the predicted objects, loaded from --masks
         for _ in range(CORRECTED_FRAME):
             page.keyboard.press("ArrowRight")
-        page.wait_for_function(f"document.getElementById('frame-label').textContent === '{CORRECTED_FRAME} / 13'")
+        page.wait_for_function(f"() => document.getElementById('frame-label').textContent === '{CORRECTED_FRAME} / 13'")
         page.keyboard.press("1")
         page.mouse.click(*canvas_xy(page, *OBJ_1_ON_FRAME_8))
-        page.wait_for_function("window.annotator.latencies.length >= 1", timeout=60000)
+        page.wait_for_function("() => window.annotator.latencies.length >= 1", timeout=60000)
         page.keyboard.press("t")
-        page.wait_for_function("document.getElementById('status').textContent.includes('tracked 6 frames')", timeout=120000)
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('tracked 6 frames')", timeout=120000)
         page.click("#export")
-        page.wait_for_function("document.getElementById('status').textContent.includes('exported to')", timeout=120000)
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('exported to')", timeout=120000)
         browser.close()
     assert not errors, errors
 

@@ -118,7 +118,7 @@ def test_click_box_track_correct_export_in_chromium(server, two_object_video, mi
         page.mouse.click(*canvas_xy(page, *OBJ_2_ON_FRAME_8))
         _prompts_done(page, 3)
         assert (2, 8) in state.prompts
-        page.wait_for_function("(document.querySelector(\"#objects li[data-id='2'] .retrack\") || {}).textContent"
+        page.wait_for_function("() => (document.querySelector(\"#objects li[data-id='2'] .retrack\") || {}).textContent"
                                " === '\u27f3 8'")  # marked for re-tracking from frame 8
         assert page.query_selector("#objects li[data-id='1'] .retrack") is None
         page.click("#track-forward")

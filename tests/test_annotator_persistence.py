@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from data.mask_io import read_label_png
 from inference.annotator import create_app, open_annotator, publish, session_file, tracked
 from inference.annotator.session_file import SESSION_NAME, encode_rle
-from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache
+from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, api_client
 from utils.errors import UserError, UserErrors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +100,7 @@ def test_an_interrupted_export_is_finished_or_the_last_one_kept(opened, tmp_path
     state = opened(out)
     _two_objects(state)
     state.store.set_labels(5, state.store.labels(0))  # a second frame with masks
-    TestClient(create_app(state)).post("/api/export")
+    api_client(create_app(state)).post("/api/export")
     first = _export_files(out)
     state.delete_object(2)  # the next export differs in masks, COCO and overlay
 
@@ -166,7 +165,7 @@ def test_sigkill_during_export(opened, two_object_video, mini_checkpoint, tmp_pa
     out = tmp_path / "out"
     state = opened(out)
     _two_objects(state)
-    TestClient(create_app(state)).post("/api/export")
+    api_client(create_app(state)).post("/api/export")
     first = _export_files(out)
     state.close()
     script = tmp_path / "kill.py"
@@ -192,7 +191,7 @@ def test_sigkill_during_export(opened, two_object_video, mini_checkpoint, tmp_pa
 def test_export_never_replaces_the_users_coco_or_overlay(opened, tmp_path, theirs):
     out = tmp_path / "out"
     state = opened(out)
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     _two_objects(state)
     (out / theirs).parent.mkdir(parents=True)
     (out / theirs).write_bytes(b"the user's own file")
@@ -212,7 +211,7 @@ def test_export_never_replaces_the_users_coco_or_overlay(opened, tmp_path, their
 def test_tracked_masks_and_timeline_survive_a_restart(opened, tmp_path):
     out = tmp_path / "out"
     state = opened(out)
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     _two_objects(state)
     state.start_tracking(), state.wait()
     client.post("/api/export")
@@ -230,9 +229,9 @@ def test_tracked_masks_and_timeline_survive_a_restart(opened, tmp_path):
     for t in range(14):
         np.testing.assert_array_equal(again.store.labels(t), at_10 if t == 10 else shown[t])
     assert again.dirty == {1: 10}  # marked for re-tracking, nothing else
-    info = TestClient(create_app(again)).get("/api/info").json()
+    info = api_client(create_app(again)).get("/api/info").json()
     assert info["dirty"] == {"1": 10}
-    back = TestClient(create_app(again)).get("/api/timeline").json()
+    back = api_client(create_app(again)).get("/api/timeline").json()
     assert back["objects"]["2"] == timeline["objects"]["2"]
     assert back["objects"]["1"]["prob"][:10] == timeline["objects"]["1"]["prob"][:10]
     assert all(p is not None for p in back["objects"]["2"]["prob"])
@@ -318,7 +317,7 @@ def _enospc(*a, **k):
 def test_full_disk_changes_are_refused_and_rolled_back(opened, tmp_path, monkeypatch):
     out = tmp_path / "out"
     state = opened(out)
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     _two_objects(state)
     client.post("/api/export")
     session_before, exported = (out / SESSION_NAME).read_bytes(), _export_files(out)
@@ -364,7 +363,7 @@ def test_full_disk_changes_are_refused_and_rolled_back(opened, tmp_path, monkeyp
 def test_a_full_disk_while_tracking_stops_it_with_one_line_and_keeps_what_was_saved(opened, tmp_path, monkeypatch):
     out = tmp_path / "out"
     state = opened(out)
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     _two_objects(state)
     append, calls = tracked.TrackedLog.append, []
 
@@ -397,7 +396,7 @@ def test_a_rename_that_cannot_be_saved_while_tracking_loses_no_tracked_mask(open
 
     out = tmp_path / "out"
     state = opened(out)
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     _two_objects(state)
     release, update = threading.Event(), state.store.update
 
@@ -559,7 +558,7 @@ def test_the_cli_prints_every_session_problem_and_exits_2(two_object_video, mini
 # ---------------------------------------------------------------------------------------- 7. the API
 def test_api_refuses_loose_types_and_a_broken_history(opened):
     state = opened()
-    client = TestClient(create_app(state))
+    client = api_client(create_app(state))
     _two_objects(state)
     before = json.dumps(client.get("/api/info").json(), sort_keys=True)
     for body in ({"obj_id": 1, "frame": True, "x": 5, "y": 5}, {"obj_id": 1, "frame": "3", "x": 5, "y": 5},

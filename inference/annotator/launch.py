@@ -37,10 +37,10 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
     check_video_name(source.name)  # before anything is removed or written under its name
+    masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None  # before anything is written
     resources = contextlib.ExitStack()
     try:
         resources.enter_context(hold_lock(output_dir, "annotator output folder"))
-        masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None
         saved = session_file.read(output_dir, source.name, len(source), source.height, source.width)
         publish.recover(output_dir, source.name)
         _remove_stale_temp_files(output_dir, source.name)
