@@ -639,3 +639,37 @@ def test_finite_weights_pass_the_check(mini_checkpoint):
     from models.weights_check import check_finite_weights
 
     check_finite_weights(torch.load(mini_checkpoint, weights_only=True)["model"], "mini")
+
+
+# --------------------------------------------------------------------------- the same on a real full disk
+
+
+@pytest.fixture()
+def tiny_tmpfs(tmp_path):
+    """A real 128 KiB tmpfs (needs mount rights, e.g. root in a privileged container; else skipped):
+    checks that the simulated faults above match what the kernel does."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_and_keeps_earlier_results(tiny_tmpfs, gt_pred, capsys):
+    gt, pred = gt_pred
+    assert _evaluate(gt, pred, "--out", tiny_tmpfs / "r.json") == 0
+    assert _synthetic(tiny_tmpfs / "syn") == 0
+    before = _tree(tiny_tmpfs)
+    fd = os.open(tiny_tmpfs / "fill", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(OSError):  # fill the disk
+        while True:
+            os.write(fd, b"\0" * 1024)
+    os.close(fd)
+    before["fill"] = (tiny_tmpfs / "fill").read_bytes()
+    assert _evaluate(gt, pred, "--out", tiny_tmpfs / "r.json") == 2
+    assert f"cannot write in {tiny_tmpfs} (r.json): no space left on device" in _one_error(capsys)
+    assert _synthetic(tiny_tmpfs / "syn", "--seed", "5", "--size", "64", "64") == 2
+    assert f"cannot write in {tiny_tmpfs / 'syn'}" in _one_error(capsys)
+    assert _tree(tiny_tmpfs) == before

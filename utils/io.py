@@ -306,7 +306,11 @@ def hold_lock(folder: PathLike, what: str) -> Iterator[Path]:
     if lock_path.is_symlink() or (lock_path.exists() and not lock_path.is_file()):
         raise UserError(f"{lock_path} exists and is not a lock file written by this tool; move it away")
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as exc:
+            name_path(exc, lock_path)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -325,8 +329,12 @@ def hold_lock(folder: PathLike, what: str) -> Iterator[Path]:
             break
         os.close(fd)  # the holder removed the file as we opened it: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()} {what}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()} {what}\n".encode())
+        except OSError as exc:  # a full disk: name the folder, not "the output"
+            name_path(exc, lock_path)
+            raise
         yield lock_path
     finally:
         with contextlib.suppress(OSError):
