@@ -424,6 +424,20 @@ def test_training_refuses_checkpoints_it_did_not_write(tmp_path):
         _check_run_dir(run, "auto")  # before: training started and replaced best.pt
 
 
+@pytest.mark.parametrize("where", ["train", "train/run", "."])
+def test_a_run_dir_overlapping_the_training_data_is_refused(tmp_path, train_data, where):
+    from training.config import compose_train_config
+    from training.trainer import train
+
+    run = (train_data / where).resolve()
+    cfg = compose_train_config(overrides=[f"run_dir={run}", "device=cpu", f"data.train.root={train_data / 'train'}",
+                                          "data.val=null", "trainer.val_every=0"])
+    before = _tree(train_data)
+    with pytest.raises(UserError, match="run_dir .* data.train.root .* which this run reads"):
+        train(cfg)  # before: config.yaml, checkpoints and event files went into the dataset
+    assert _tree(train_data) == before
+
+
 # --------------------------------------------------------------------------- 3. concurrent writers
 
 

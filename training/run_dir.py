@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
-from utils.io import atomic_write, check_replaceable, hold_lock
+from utils.io import atomic_write, check_not_input, check_replaceable, hold_lock
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,15 @@ def check_run_dir(path, resume) -> None:
     for path in ours:
         if path.is_symlink() or not path.is_file():
             raise UserError(f"{path} is not a checkpoint file written by training; move it away")
+
+
+def check_run_dir_inputs(path, cfg: DictConfig) -> None:
+    """The run directory neither is nor lies inside (nor contains) a dataset it trains or
+    validates on: training never writes into what it reads."""
+    data = cfg.get("data") or {}
+    roots = {f"data.{split}.root": (data.get(split) or {}).get("root") for split in ("train", "val")}
+    roots = {k: v for k, v in roots.items() if v}
+    check_not_input(path, roots.values(), "run_dir", roots.keys())
 
 
 @contextlib.contextmanager
