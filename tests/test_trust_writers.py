@@ -600,6 +600,21 @@ def test_benchmark_speed_keeps_its_scratch_data_inside_out_and_removes_it(tmp_pa
     assert set(Path(tempfile.gettempdir()).glob("tsms_bench_*")) == before
 
 
+def test_benchmark_memory_keeps_its_scratch_data_inside_out_and_removes_it(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_make_video(work, *args, **kwargs):
+        seen.append(Path(work))
+        (Path(work) / "synthetic").mkdir()
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(benchmark_memory, "make_video", fake_make_video)
+    with pytest.raises(RuntimeError, match="stop here"):
+        benchmark_memory.main(["--out", str(tmp_path / "bench" / "mem")])
+    assert (tmp_path / "bench") in seen[0].parents  # before: /tmp/tsms_bench_mem_*, never removed
+    assert not seen[0].exists() and not list((tmp_path / "bench").iterdir())
+
+
 # --------------------------------------------------------------------------- 4. training data of another size
 
 

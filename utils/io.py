@@ -315,12 +315,14 @@ def hold_lock(folder: PathLike, what: str) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            fd = None
+        if fd is None:
             pid, host, holder = _lock_holder(lock_path)
             if pid == str(os.getpid()) and host == socket.gethostname():
                 yield lock_path  # this process holds it already
                 return
             raise UserError(f"{folder} is in use by another {holder} (pid {pid} on {host}); wait for it to finish "
-                            f"or choose another folder") from None
+                            f"or choose another folder")
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
         except FileNotFoundError:
