@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data.mask_io import frame_file_name, frame_number, write_label_png, write_rgb
 from utils.errors import UserError
-from utils.io import atomic_dir, atomic_write, inside, plain_name
+from utils.io import atomic_dir, atomic_write, check_not_input, check_replaceable, inside, plain_name
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,38 @@ def list_raw_frames(folder: Path) -> List[Path]:
     return sorted(frames, key=lambda p: frame_number(p.name))
 
 
-def check_out_dir(out_dir: Path, raw_dir: Path) -> None:
+def check_out_dir(out_dir: Path, raw_dir: Path, **more_inputs) -> None:
+    """``out_dir`` can hold the output and does not overlap what the run reads (``--raw_dir``
+    and ``more_inputs``, e.g. ``isinet_root=...``), in either direction."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output path exists and is not a directory: {out_dir}")
     if not raw_dir.is_dir():
         raise UserError(f"raw data directory not found: {raw_dir}")
     if out_dir.resolve() == raw_dir.resolve():
         raise UserError("--out_dir must differ from --raw_dir")
+    inputs = {"--raw_dir": raw_dir, **{f"--{k}": v for k, v in more_inputs.items() if v is not None}}
+    check_not_input(out_dir, inputs.values(), "--out_dir", inputs.keys())
+
+
+def is_split_meta(path: Path) -> bool:
+    """A ``meta.json`` that a prepare run wrote (so a re-run may replace it)."""
+    data = json.loads(Path(path).read_text())
+    return isinstance(data, dict) and {"dataset", "split", "videos", "options"} <= set(data)
+
+
+def check_split_outputs(out_dir: Path, videos: Dict[str, Sequence["SourceVideo"]]) -> None:
+    """Before anything is written: every split's ``meta.json`` and video folders are absent
+    or written by a prepare run, so no split fails half-way on a file of the user's."""
+    for split, split_videos in videos.items():
+        split_dir = out_dir / plain_name(split, "split name")
+        check_replaceable(split_dir / "meta.json", "split file", is_split_meta, "a prepare run")
+        for video in split_videos:
+            marker = _marker_path(split_dir, plain_name(video.name, "video name"))
+            for kind in ("JPEGImages", "Annotations", "Prompts"):
+                folder = split_dir / kind / video.name
+                if (folder.exists() or folder.is_symlink()) and not marker.is_file():
+                    raise UserError(f"{folder} exists and was not written by this tool (no {marker}); "
+                                    f"move it away or choose another --out_dir")
 
 
 def _marker_path(split_dir: Path, name: str) -> Path:

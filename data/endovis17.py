@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from data.endovis import (
-    SourceVideo, check_out_dir, find_sequence_dir, list_raw_frames, prepare_split, require_dir,
+    SourceVideo, check_out_dir, check_split_outputs, find_sequence_dir, list_raw_frames, prepare_split, require_dir,
     require_file, resolve_splits,
 )
 from data.mask_io import frame_number, read_rgb
@@ -156,6 +156,7 @@ def prepare_endovis17(
     }
     class_names = INSTRUMENT_TYPES if objects == "type" else {}
     options = {"objects": objects, "crop": [list(CROP_ROWS), list(CROP_COLS)]}
+    check_split_outputs(out_dir, videos)
     return {
         split: prepare_split(
             out_dir, split, split_videos, dict(options, datasets=plan[split]), "EndoVis2017",

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from data.endovis import (
-    SourceVideo, check_out_dir, find_sequence_dir, list_raw_frames, prepare_split, require_dir,
+    SourceVideo, check_out_dir, check_split_outputs, find_sequence_dir, list_raw_frames, prepare_split, require_dir,
     require_file, resolve_splits,
 )
 from data.mask_io import frame_number, read_rgb
@@ -186,7 +186,7 @@ def prepare_endovis18(
     ISINet folders are looked up as ``<isinet_root or raw_dir>/[*/]seq_N/<isinet_folder>``.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    check_out_dir(out_dir, raw_dir)
+    check_out_dir(out_dir, raw_dir, isinet_root=isinet_root)
     if objects not in OBJECT_MODES:
         raise UserError(f"--objects must be one of {OBJECT_MODES}, got {objects!r}")
     if classes is not None and objects != "scene":
@@ -210,6 +210,7 @@ def prepare_endovis18(
     options = {"objects": objects, "classes": classes}
     if objects != "scene":
         options["isinet_folder"] = isinet_folder
+    check_split_outputs(out_dir, videos)
     return {
         split: prepare_split(
             out_dir, split, split_videos, dict(options, sequences=plan[split]), "EndoVis2018",

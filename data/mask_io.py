@@ -97,9 +97,23 @@ def list_frames(directory: PathLike, extensions: Sequence[str] = IMAGE_EXTENSION
 LABEL_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I")
 
 
-def check_label_png(path: PathLike) -> None:
-    """Check, from the header only, that ``path`` is a single-channel integer PNG of object ids."""
-    _open_label(path, decode=False)
+def check_label_png(path: PathLike) -> tuple:
+    """Check, from the header only, that ``path`` is a single-channel integer PNG of object
+    ids; returns its size ``(H, W)``."""
+    return _open_label(path, decode=False)
+
+
+def image_size(path: PathLike) -> tuple:
+    """``(H, W)`` of an image from its header (nothing decoded); a :class:`UserError` naming
+    the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise UserError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from exc
+    return int(height), int(width)
 
 
 def read_label_png(path: PathLike) -> np.ndarray:
@@ -123,7 +137,7 @@ def _open_label(path: PathLike, decode: bool):
                     f"16-bit PNG whose pixel values are object ids (RGB/RGBA colour masks are not supported)"
                 )
             if not decode:
-                return None
+                return image.size[1], image.size[0]
             array = np.array(image)
     except FileNotFoundError:
         raise UserError(f"mask file not found: {path}") from None
@@ -165,8 +179,11 @@ def write_rgb(path: PathLike, rgb: np.ndarray, jpeg_quality: int = JPEG_QUALITY)
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     else:
         params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    if not cv2.imwrite(str(path), bgr, params):
-        raise OSError(f"failed to write image: {path}")
+    ok, data = cv2.imencode(path.suffix.lower() or ".png", bgr, params)
+    if not ok:
+        raise ValueError(f"cannot encode an image as {path.suffix}: {path}")
+    with open(path, "wb") as f:  # not cv2.imwrite: its False says nothing of a full disk
+        f.write(data.tobytes())
 
 
 def frame_file_name(index: int, extension: str) -> str:

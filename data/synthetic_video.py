@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -45,11 +46,11 @@ from data.synthetic_scene import (
 )
 from data.synthetic_tracks import InstrumentTrack, plan_instruments  # noqa: F401  (re-exported)
 from utils.errors import UserError
-from utils.io import atomic_dir
+from utils.io import name_path
+from data.synthetic_output import GENERATOR_NAME, check_output, publish, staging_dir
 
 log = logging.getLogger(__name__)
 
-GENERATOR_NAME = "tsms-sam2-synthetic"
 GENERATOR_VERSION = 1
 SPEEDS = ("slow", "fast", "mixed")
 
@@ -139,19 +140,6 @@ def video_speeds(num_videos: int, speed: str) -> List[str]:
     return [speed] * num_videos
 
 
-def _check_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path exists and is not a directory: {out}")
-    if out.is_dir() and any(out.iterdir()):
-        meta = out / "meta.json"
-        try:
-            ours = json.loads(meta.read_text()).get("generator") == GENERATOR_NAME
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
-            raise UserError(f"output directory is not empty and was not written by this generator: {out}")
-
-
 def write_synthetic_dataset(
     out: Union[str, os.PathLike],
     num_videos: int,
@@ -164,7 +152,8 @@ def write_synthetic_dataset(
     progress: bool = True,
     scenario: str = "basic",
 ) -> Dict:
-    """Generate ``num_videos`` videos into ``out`` (replaced atomically); returns ``meta.json``.
+    """Generate ``num_videos`` videos into ``out``; returns ``meta.json``. A re-run into an
+    earlier ``out`` replaces only the generator's own entries (data/synthetic_output.py).
 
     ``scenario`` (data/synthetic_scenarios.py): ``basic`` videos follow ``speed``; the others
     set their own speed and length (at least their minimum) and record their events. The
@@ -176,7 +165,7 @@ def write_synthetic_dataset(
     if height < 32 or width < 32:
         raise UserError(f"--size must be at least 32 x 32, got {height} x {width}")
     out = Path(out)
-    _check_output(out)
+    check_output(out)
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
     speeds = video_speeds(num_videos, speed)
@@ -187,8 +176,9 @@ def write_synthetic_dataset(
         "num_videos": int(num_videos), "num_frames": int(num_frames), "size": [height, width],
         "speed": speed, "scenario": scenario, "fps": float(fps), "videos": {},
     }
+    tmp = staging_dir(out)
     bar = tqdm(total=sum(lengths), desc="synthetic", unit="frame", disable=not progress)
-    with atomic_dir(out) as tmp:
+    try:
         for index, (video_scenario, length) in enumerate(zip(scenarios, lengths)):
             name = f"video_{index:04d}"
             rng = np.random.default_rng([int(seed), index])
@@ -214,7 +204,13 @@ def write_synthetic_dataset(
         for kind in sorted({s for s in scenarios if s != "basic"}):
             (sets / f"{kind}.txt").write_text("".join(f"{n}\n" for n in names if meta["videos"][n]["scenario"] == kind))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    bar.close()
+        publish(tmp, out, meta)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        name_path(exc, out, tmp)
+        raise
+    finally:
+        bar.close()
     log.info("wrote %d synthetic videos to %s", num_videos, out)
     return meta
 

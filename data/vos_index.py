@@ -10,8 +10,10 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from data.mask_io import IMAGE_EXTENSIONS, MASK_EXTENSION, check_label_png, list_frames, read_label_png, read_rgb
+from data.mask_io import (IMAGE_EXTENSIONS, MASK_EXTENSION, check_label_png, image_size, list_frames, read_label_png,
+                          read_rgb)
 from utils.errors import UserError
+from utils.io import printable_name
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,24 @@ def _read_video_list(video_list: Union[None, PathLike, Sequence[str]]) -> Option
     return [str(v) for v in video_list]
 
 
+def _size_text(hw) -> str:
+    return f"{hw[1]}x{hw[0]}"
+
+
+def check_video_sizes(name: str, pairs) -> None:
+    """Every frame and mask of a video has one size, from the file headers only (cheap), so a
+    frame or mask of another size is named here rather than crashing a batch mid-epoch. An
+    RGB annotation fails here too, naming the file."""
+    size, first = None, None
+    for frame, mask in pairs:
+        for path, hw in ((frame, image_size(frame)), (mask, check_label_png(mask))):
+            if size is None:
+                size, first = hw, path
+            elif hw != size:
+                raise UserError(f"video {name}: {path} is {_size_text(hw)} but {first} is {_size_text(size)}; every "
+                                f"frame and mask of a video must have one size")
+
+
 def scan_vos_root(
     root: PathLike,
     video_list: Union[None, PathLike, Sequence[str]] = None,
@@ -93,6 +113,7 @@ def scan_vos_root(
         names = [n for n in names if n in set(wanted)]
     videos = []
     for name in names:
+        printable_name(name, f"video folder name in {images_root}")  # names go into log lines
         frames = list_frames(images_root / name, IMAGE_EXTENSIONS)
         mask_folder = masks_root / name
         masks_by_stem = {}
@@ -102,8 +123,7 @@ def scan_vos_root(
         if not kept:
             log.warning("skipping video %s: no frame has an annotation in %s", name, mask_folder)
             continue
-        for _, mask in kept:  # header only: an RGB annotation fails here, naming the file
-            check_label_png(mask)
+        check_video_sizes(name, kept)
         frame_ids = []
         for position, (frame, _) in enumerate(kept):
             frame_ids.append(int(frame.stem) if frame.stem.isdigit() else position)

@@ -12,6 +12,7 @@ import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -22,8 +23,10 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from eval.bench_files import check_result_files  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
-from utils.io import atomic_write  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.io import atomic_write, work_dir  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 from utils.resources import current_rss_mb, peak_rss_mb  # noqa: E402
 
@@ -151,14 +154,34 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--work_dir", default=None, help="where the synthetic video is written (default: a temp dir)")
     p.add_argument("--out", default="bench/memory", help="output prefix: writes <out>.json and <out>.md")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier <out>.json / <out>.md")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
         print(json.dumps(run_child(json.loads(args._child))))
         return 0
+    for flag, values, low in (("--lengths", args.lengths, 1), ("--video_size", args.video_size, 32),
+                              ("--threads", [args.threads], 1)):
+        if min(values) < low:
+            raise UserError(f"{flag} must be at least {low}, got {min(values)}")
+    if args.image_size is not None and (args.image_size < 64 or args.image_size % 16):
+        raise UserError(f"--image_size must be a multiple of 16 of at least 64, got {args.image_size}")
+    out = Path(args.out)
+    check_result_files(out, args.overwrite, "benchmark_memory.py", "Peak RSS while tracking")
     setup_logging("INFO")
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="tsms_bench_mem_"))
-    work.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:  # a scratch video, removed however the run ends, unless --work_dir
+        work = Path(args.work_dir) if args.work_dir else stack.enter_context(work_dir(out.parent, f"{out.name}.work"))
+        work.mkdir(parents=True, exist_ok=True)
+        rows, meta = _measure(args, work)
+    with atomic_write(out.with_suffix(".json")) as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    with atomic_write(out.with_suffix(".md")) as f:
+        f.write(to_markdown(rows, meta))
+    print(to_markdown(rows, meta))
+    return 0
+
+
+def _measure(args, work: Path):
     video, first_mask = make_video(work, max(args.lengths), *args.video_size, seed=0)
     rows = []
     for length in args.lengths:
@@ -174,13 +197,7 @@ def main(argv=None):
             rows.append(row)
     meta = {"model": args.model, "image_size": args.image_size, "height": args.video_size[0], "device": args.device,
             "threads": args.threads, "machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    with atomic_write(out.with_suffix(".json")) as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    with atomic_write(out.with_suffix(".md")) as f:
-        f.write(to_markdown(rows, meta))
-    print(to_markdown(rows, meta))
-    return 0
+    return rows, meta
 
 
 if __name__ == "__main__":

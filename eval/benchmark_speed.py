@@ -25,17 +25,18 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
-from utils.io import atomic_write  # noqa: E402
+from utils.io import atomic_write, work_dir  # noqa: E402
+from eval.bench_files import check_result_files  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 log = logging.getLogger("benchmark_speed")
 META = "sam2 (Meta)"
+SAM2_MEMORY_FRAMES = 7  # num_maskmem of every SAM2 size: timing starts once the memory bank is full
 
 
 class Timer:
@@ -220,13 +221,13 @@ def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats
     return rows
 
 
-def measure_memory(rows, model, image_size, masks_n, frames, device, threads) -> None:
-    """Peak RSS / CUDA memory of each predictor kind over a long video, in fresh processes."""
+def measure_memory(rows, model, image_size, masks_n, frames, device, threads, work: Path) -> None:
+    """Peak RSS / CUDA memory of each predictor kind over a long video, in fresh processes
+    (the video goes to ``work``)."""
     import subprocess
 
     from eval.benchmark_memory import make_video
 
-    work = Path(tempfile.mkdtemp(prefix="tsms_bench_mem_"))
     video, first_mask = make_video(work, frames, 480, 854, seed=0)
     for row in rows:
         if row["compiled"]:
@@ -266,6 +267,27 @@ def to_markdown(rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_args(args) -> None:
+    """One line for a value that would crash the run later (or measure nothing)."""
+    for flag, values, low in (("--sizes", args.sizes, 64), ("--objects", args.objects, 1)):
+        bad = [v for v in values if v < low]
+        if bad:
+            raise UserError(f"{flag} must be at least {low}, got {bad[0]}")
+    bad = [v for v in args.sizes if v % 16]
+    if bad:
+        raise UserError(f"--sizes must be multiples of 16, got {bad[0]}")
+    for flag, value, low in (("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
+                             ("--warmup_frames", args.warmup_frames, 0), ("--memory_frames", args.memory_frames, 0)):
+        if value < low:
+            raise UserError(f"{flag} must be at least {low}, got {value}")
+    steady_from = max(args.warmup_frames, SAM2_MEMORY_FRAMES)  # see benchmark(): only these frames are timed
+    if args.frames < steady_from + 2:
+        raise UserError(f"--frames must be at least {steady_from + 2} (max(--warmup_frames, {SAM2_MEMORY_FRAMES} memory "
+                        f"frames) + 2 timed frames), got {args.frames}")
+    if args.memory_frames and args.memory_frames < 2:
+        raise UserError(f"--memory_frames must be 0 (off) or at least 2, got {args.memory_frames}")
+
+
 def main(argv=None):
     p = ArgumentParser(prog="benchmark_speed.py", description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["tiny"], help="mini | tiny | small | base_plus | large")
@@ -285,23 +307,26 @@ def main(argv=None):
     p.add_argument("--out", default="bench/speed", help="output prefix: writes <out>.json and <out>.md")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier <out>.json / <out>.md")
     args = p.parse_args(argv)
-    existing = [x for x in (Path(args.out).with_suffix(".json"), Path(args.out).with_suffix(".md")) if x.exists()]
-    if existing and not args.overwrite:
-        raise UserError(f"{existing[0]} exists; pass --overwrite or another --out")
+    check_args(args)
+    check_result_files(Path(args.out), args.overwrite, "benchmark_speed.py", "Tracking speed,")
     setup_logging("INFO")
     warnings.simplefilter("ignore")
     os.environ["TQDM_DISABLE"] = "1"
     import torch
 
-    from data.mask_io import read_label_png
-    from data.synthetic_video import write_synthetic_dataset
-    from eval.benchmark_memory import first_frame_masks
-
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     specs = variants(args.memories, args.dtypes, [False, True] if args.compile else [False], device)
-    work = Path(tempfile.mkdtemp(prefix="tsms_bench_speed_"))
+    with work_dir(Path(args.out).parent, f"{Path(args.out).name}.work") as work:  # removed however the run ends
+        return _run(args, device, specs, work)
+
+
+def _run(args, device, specs, work: Path) -> int:
+    from data.mask_io import read_label_png
+    from data.synthetic_video import write_synthetic_dataset
+    from eval.benchmark_memory import first_frame_masks
+
     write_synthetic_dataset(work / "video", 1, args.frames, seed=1, speed="fast", size=(480, 854), write_mp4=False, progress=False)
     video_dir = next((work / "video" / "JPEGImages").iterdir())
     labels = read_label_png(sorted((work / "video" / "Annotations" / video_dir.name).glob("*.png"))[0])
@@ -312,7 +337,7 @@ def main(argv=None):
             if args.memory_frames:  # for the first object count only: each row is a fresh process
                 n = args.objects[0]
                 measure_memory([r for r in got if r["objects"] == n], model, size, n, args.memory_frames, device,
-                               args.threads)
+                               args.threads, work)
             rows += got
             write_results(rows, args, device, Path(args.out))  # after each model: partial results survive
     print(to_markdown(rows, results_meta(args, device)))

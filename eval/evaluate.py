@@ -15,11 +15,11 @@ from typing import Optional, Sequence  # noqa: E402
 
 from eval.evaluation import EvaluationConfig, evaluate_predictions  # noqa: E402
 from eval.metrics import DAVIS_BOUND_TH  # noqa: E402
-from eval.scenarios import DEFAULT_EVENT_WINDOW, format_scenario_table  # noqa: E402
-from eval.report import format_table, write_dice_plot, write_json, write_object_csv  # noqa: E402
+from eval.scenarios import DEFAULT_EVENT_WINDOW, find_meta, format_scenario_table  # noqa: E402
+from eval.report import OUTPUT_CHECKS, format_table, write_dice_plot, write_json, write_object_csv  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.io import check_writable  # noqa: E402
+from utils.io import check_not_input, check_replaceable, check_writable  # noqa: E402
 from utils.logging import setup_logging  # noqa: E402
 
 
@@ -60,6 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_outputs(args) -> None:
+    """Each of --out/--csv/--plot can be written, replaces only a file evaluate.py wrote,
+    differs from the others, and lies outside everything this run reads."""
+    inputs = {"--pred_dir": args.pred_dir, "--gt_dir": args.gt_dir, "--meta": args.meta,
+              "--class_map": args.class_map if args.class_map and args.class_map != "identity" else None}
+    if args.meta is None and args.gt_dir.is_dir():
+        inputs["the scenario metadata"] = find_meta(args.gt_dir, None)
+    given = {}
+    for flag in ("out", "csv", "plot"):
+        path = getattr(args, flag)
+        if not path:
+            continue
+        check_writable(path, f"--{flag}")
+        check_not_input(path, inputs.values(), f"--{flag}", inputs.keys())
+        for other, other_path in given.items():
+            if Path(path).resolve() == Path(other_path).resolve():
+                raise UserError(f"--{flag} and --{other} are the same file {path}; give each its own path")
+        check_replaceable(path, f"--{flag}", OUTPUT_CHECKS[flag], "evaluate.py")
+        given[flag] = path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -67,9 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError("--workers must be at least 1")
     if not math.isfinite(args.bound_th) or args.bound_th <= 0:
         raise UserError(f"--bound_th must be a positive number, got {args.bound_th}")
-    for flag in ("out", "csv", "plot"):  # before scoring, so that no score is thrown away
-        if getattr(args, flag):
-            check_writable(getattr(args, flag), f"--{flag}")
+    check_outputs(args)  # before scoring, so that no score is thrown away
     config = EvaluationConfig(
         pred_dir=args.pred_dir, gt_dir=args.gt_dir, skip_first=args.skip_first, skip_last=args.skip_last,
         videos=args.videos, objects=args.objects, class_map=args.class_map, allow_missing=args.allow_missing,

@@ -22,6 +22,7 @@ from eval.metrics import DAVIS_BOUND_TH
 from eval.scenarios import DEFAULT_EVENT_WINDOW, find_meta, load_meta, scenario_report
 from eval.scoring import ScoringOptions, VideoScores, score_video
 from utils.errors import UserError
+from utils.io import printable_name, shown
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def resolve_videos(config: EvaluationConfig) -> List[str]:
         raise UserError(f"ground-truth directory not found: {gt_dir}")
     if not pred_dir.is_dir():
         raise UserError(f"prediction directory not found: {pred_dir}")
+    if gt_dir.resolve() == pred_dir.resolve() or os.path.samefile(gt_dir, pred_dir):
+        raise UserError(f"--pred_dir {pred_dir} and --gt_dir {gt_dir} are the same folder: the ground truth would "
+                        f"be scored against itself (100%); give the folder of the predictions")
     gt_videos = list_videos(gt_dir)
     if not gt_videos:
         raise UserError(f"ground-truth directory {gt_dir} is empty: expected one folder per video "
@@ -75,11 +79,17 @@ def resolve_videos(config: EvaluationConfig) -> List[str]:
             raise UserError(f"--videos: not in the ground truth {gt_dir}: {', '.join(unknown)}")
         videos = sorted(set(config.videos), key=natural_key)
     pred_videos = set(list_videos(pred_dir))
+    for v in sorted(set(gt_videos) | pred_videos, key=natural_key):  # names end up in log lines and table rows
+        printable_name(v, f"video folder name in {gt_dir if v in set(gt_videos) else pred_dir}")
+    same = [v for v in videos if v in pred_videos and os.path.samefile(gt_dir / v, pred_dir / v)]
+    if same:
+        raise UserError(f"prediction folder {pred_dir / same[0]} is the ground-truth folder {gt_dir / same[0]} "
+                        f"(a link?); {len(same)} video(s) would be scored against themselves")
     missing = [v for v in videos if v not in pred_videos]
     if missing and not config.allow_missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise UserError(f"{len(missing)} ground-truth video(s) missing from the predictions {pred_dir}: "
-                        f"{shown}; pass --allow_missing to score them as empty predictions")
+                        f"{listed}; pass --allow_missing to score them as empty predictions")
     for v in missing:
         logger.warning("video %s has no prediction folder; scored as empty predictions", v)
     extra = sorted(pred_videos - set(gt_videos), key=natural_key)
@@ -108,6 +118,19 @@ def map_videos(fn: Callable[[str], VideoScores], videos: Sequence[str], workers:
     return [results[name] for name in videos]
 
 
+def warn_extra_frames(scores: Sequence[VideoScores]) -> int:
+    """One warning with counts when predicted frames have no ground truth (they are not
+    scored: a prediction folder of another video, or ground truth that lacks frames)."""
+    extra = [(s.name, s.extra_frames) for s in scores if s.extra_frames]
+    total = sum(len(frames) for _, frames in extra)
+    if total:
+        listed = "; ".join(f"{name}: {len(frames)} ({', '.join(map(shown, frames[:3]))}"
+                           f"{', ...' if len(frames) > 3 else ''})" for name, frames in extra[:5])
+        logger.warning("%d predicted frame(s) in %d video(s) have no ground-truth frame and were not scored: %s%s",
+                       total, len(extra), listed, f"; and {len(extra) - 5} more video(s)" if len(extra) > 5 else "")
+    return total
+
+
 def evaluate_predictions(config: EvaluationConfig) -> EvaluationResult:
     """Score every selected video and aggregate (see ``docs/evaluation.md``)."""
     start = time.perf_counter()
@@ -125,6 +148,7 @@ def evaluate_predictions(config: EvaluationConfig) -> EvaluationResult:
     fn = partial(score_video, gt_root=Path(config.gt_dir), pred_root=Path(config.pred_dir),
                  options=options, class_map=class_map)
     scores = map_videos(fn, videos, workers, config.progress)
+    warn_extra_frames(scores)
     if not any(s.objects for s in scores):
         which = f" with ids {sorted(objects)}" if objects else ""
         raise UserError(f"no ground-truth object{which} found in {config.gt_dir}; nothing to score")

@@ -17,6 +17,30 @@ from utils.io import atomic_write
 
 CSV_COLUMNS = ("video", "object_id", "class", "n_frames", "dice", "j", "f", "jf")
 STD_NOTE = "population standard deviation (ddof=0)"
+UNITS = "fractions in [0, 1]"
+PLOT_SOFTWARE = "TSMS-SAM2 eval/evaluate.py"  # a PNG text chunk: how a re-run knows the plot is ours
+
+
+# What each output looks like when evaluate.py wrote it: only such a file is ever replaced.
+def is_report_json(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return isinstance(data, dict) and data.get("units") == UNITS and "overall" in data and "settings" in data
+
+
+def is_object_csv(path: Path) -> bool:
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.readline().rstrip("\r\n") == ",".join(CSV_COLUMNS)
+
+
+def is_dice_plot(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.format == "PNG" and image.info.get("Software") == PLOT_SOFTWARE
+
+
+OUTPUT_CHECKS = {"out": is_report_json, "csv": is_object_csv, "plot": is_dice_plot}
 
 
 def _num(x):
@@ -60,7 +84,7 @@ def result_to_dict(result: EvaluationResult) -> dict:
         }
     n_objects, n_videos = len(result.objects), sum(1 for v in result.videos if v.objects)
     return {
-        "units": "fractions in [0, 1]",
+        "units": UNITS,
         "std": STD_NOTE,
         "settings": result.settings,
         "overall": {
@@ -171,4 +195,4 @@ def write_dice_plot(result: EvaluationResult, path: Path) -> None:
     ax.legend(loc="upper center", fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
+        fig.savefig(f, format="png", metadata={"Software": PLOT_SOFTWARE})

@@ -47,7 +47,8 @@ class VideoScores:
     for each ground-truth object. object_classes: ``{id: class}`` (with a class map).
     classes ``[C]`` and class_counts ``{"intersection"|"pred_area"|"gt_area": int64 [T, C]}``
     feed the class metrics (empty without a class map). missing_prediction: the whole video
-    had no prediction folder; missing_frames: frames scored as empty predictions.
+    had no prediction folder; missing_frames: frames scored as empty predictions;
+    extra_frames: predicted frames with no ground-truth frame (not scored).
     """
 
     name: str
@@ -58,6 +59,7 @@ class VideoScores:
     class_counts: Dict[str, np.ndarray] = field(default_factory=dict)
     missing_prediction: bool = False
     missing_frames: List[str] = field(default_factory=list)
+    extra_frames: List[str] = field(default_factory=list)  # predicted frames without ground truth
 
 
 def select_frames(names: Sequence[str], skip_first: bool, skip_last: bool) -> List[str]:
@@ -205,4 +207,5 @@ def score_video(name: str, gt_root: Path, pred_root: Path, options: ScoringOptio
         class_counts=scorer.class_counts(),
         missing_prediction=pred is None,
         missing_frames=missing,
+        extra_frames=[] if pred is None else sorted(set(pred.frame_names()) - set(names), key=natural_key),
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from utils.errors import UserError
+from utils.io import disk_error_message
 from utils.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def one_line_error(exc: BaseException) -> str:
     """An exception as ``run_cli`` would print it, on one line."""
     if isinstance(exc, FileNotFoundError):
         return f"file not found: {exc.filename or exc}"
+    if isinstance(exc, OSError) and disk_error_message(exc):
+        return disk_error_message(exc)
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -7,8 +7,9 @@
   is complete. Staging left by a killed run (its pid is gone) is removed at the next start.
 * We replace only what we wrote earlier, recognised by a ``.tsms_output`` marker file in the
   folder (``<video>/``, ``per_object/<video>/``, ``overlays/``).
-* ``summary.json`` is updated under a lock and merged, so concurrent runs into one folder
-  leave a summary describing every video of every run.
+* One run writes an output folder at a time (``.tsms.lock``, :func:`output_lock`); a
+  second is refused with a line naming the holder. ``summary.json`` is still updated under
+  its own lock and merged, so runs one after the other leave a summary of every video.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 from utils.errors import UserError
-from utils.io import atomic_write, check_writable, inside, plain_name
+from utils.io import atomic_write, check_writable, hold_lock, inside, plain_name, remove_stale_dirs
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +76,32 @@ def _mark(folder: Path) -> None:
     (folder / MARKER).write_text("written by TSMS-SAM2 predict_video.py; replaced on re-runs\n")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_staging(output_dir: Path) -> List[Path]:
     """Remove staging folders of runs that no longer exist (killed with SIGKILL, power loss)."""
-    removed = []
-    if not Path(output_dir).is_dir():
-        return removed
-    for entry in Path(output_dir).iterdir():
-        match = _STAGING_RE.fullmatch(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-            log.info("removed staging folder %s left by an earlier, killed run", entry)
+    removed = remove_stale_dirs(output_dir, _STAGING_RE.pattern)
+    for entry in removed:
+        log.info("removed staging folder %s left by an earlier, killed run", entry)
     return removed
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: Path, dist=None) -> Iterator[None]:
+    """Hold ``output_dir`` for this run (re-entrant). Under torchrun rank 0 holds it for all
+    ranks, and every rank stops with the same one line when another run holds it."""
+    from utils.distributed import broadcast_object
+
+    error = None
+    with contextlib.ExitStack() as stack:
+        if dist is None or dist.is_main:
+            try:
+                stack.enter_context(hold_lock(output_dir, "predict_video.py run"))
+            except UserError as exc:
+                error = str(exc)
+        if dist is not None and dist.enabled:
+            error = broadcast_object(error)
+        if error:
+            raise UserError(error)
+        yield
 
 
 class Terminated(KeyboardInterrupt):

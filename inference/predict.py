@@ -28,13 +28,14 @@ import torch
 
 from data.mask_io import read_label_png
 from inference.outputs import (VideoOutputs, check_output_dir, check_summary, clean_stale_staging,
-                               make_output_dir, merge_summary, sigterm_as_interrupt, video_output_name)
+                               make_output_dir, merge_summary, output_lock, sigterm_as_interrupt, video_output_name)
 from inference.distributed import ShardOutcome, merge_and_summarise, one_line_error, shard_jobs
 from inference.prompts import Prompt
 from inference.writers import MaskWriter, OverlayWriter, logits_to_label_map
 from models.session import TrackingSession
 from utils.distributed import DistInfo
 from utils.errors import UserError
+from utils.io import name_path
 from utils.resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,9 @@ def segment_video(
             session_options = dict(evict_outputs=evict, dtype=dtype, batch_objects=batch_objects)
             result = _track(predictor, source, prompts, outputs, writer, reverse, overlay, live, start, session_options)
             result.extras = outputs.publish()
-        except BaseException:
+        except BaseException as exc:
             outputs.discard()
+            name_path(exc, output_dir, outputs.tmp)  # a full disk names the output folder
             raise
     return result
 
@@ -229,15 +231,22 @@ def run_videos(predictor, jobs: Sequence[VideoJob], output_dir: Path, run_info: 
     video starts. Under torchrun (``dist``) each rank takes its share of the jobs (``sizes``:
     frames per job, for balancing) and rank 0 writes one merged summary. With several jobs
     a failing video is recorded (``failed`` in the summary) and the others go on; the run
-    then ends with one error naming it. Ctrl-C stops at once: the summary records the videos
-    finished and ``interrupted_during``. ``options`` go to :func:`segment_video`.
+    then ends with one error naming it. A second run into the same folder while this one
+    runs is refused (:func:`inference.outputs.output_lock`). Ctrl-C stops at once: the
+    summary records the videos finished and ``interrupted_during``. ``options`` go to
+    :func:`segment_video`.
     """
     output_dir = Path(output_dir)
     make_output_dir(output_dir)
+    dist = dist or DistInfo(0, 1, 0, torch.device("cpu"))
+    with output_lock(output_dir, dist):  # one run per output folder
+        return _run_videos(predictor, jobs, output_dir, run_info, dist, sizes, options)
+
+
+def _run_videos(predictor, jobs, output_dir: Path, run_info: dict, dist: DistInfo, sizes, options) -> List[VideoResult]:
     check_summary(output_dir)
     for name, _ in jobs:
         video_output_name(name)
-    dist = dist or DistInfo(0, 1, 0, torch.device("cpu"))
     outcome = ShardOutcome(dist.rank)
     keep_going = len(jobs) > 1 or dist.enabled
     start, current = time.perf_counter(), None

@@ -13,10 +13,12 @@ import numpy as np
 
 from data.mask_io import read_label_png
 from inference.distributed import join_inference_ranks
+from inference.outputs import output_lock
 from inference.predict import VideoResult, check_output_dir, run_videos
 from inference.prompts import Prompt, PromptSpec, build_prompts
 from inference.video_sources import ImageFolderSource, is_live_spec, list_video_dirs, open_video_source
 from models import build_model
+from models.weights_check import check_finite_weights
 from utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,13 @@ class PredictOptions:
 
 
 def build_predictor(options: PredictOptions, device=None):
+    predictor = _build(options, device)
+    if options.checkpoint:  # NaN/Inf weights would give empty masks and exit 0
+        check_finite_weights(predictor.state_dict(), str(options.checkpoint))
+    return predictor
+
+
+def _build(options: PredictOptions, device=None):
     return build_model(
         config=options.model_cfg,
         checkpoint=options.checkpoint,
@@ -112,6 +121,11 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
     output_dir = Path(options.output_dir)
     check_output_dir(output_dir)
     dist = join_inference_ranks(options.device)
+    with output_lock(output_dir, dist):  # before the model is built: a second run is refused at once
+        return _run(options, output_dir, dist)
+
+
+def _run(options: PredictOptions, output_dir: Path, dist) -> List[VideoResult]:
     predictor = build_predictor(options, dist.device)
     if options.dataset_dir:
         images = Path(options.dataset_dir) / "JPEGImages"

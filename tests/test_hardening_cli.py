@@ -136,12 +136,15 @@ def test_paper_scale_probs_pass():
     check_train_config(compose_train_config(overrides=["scale_probs=[0.9,0.1]"]))
 
 
+FAKE_CONFIG = "epochs: 1\nrun_dir: run\ntrainer: {}\nmodel: {}\n"
+
+
 def _fake_run(root):
     run = RunDir(root)
     run.checkpoints.mkdir(parents=True)
     run.last.write_bytes(b"first run")
     run.best.write_bytes(b"first best")
-    (run.root / "config.yaml").write_text("epochs: 1\n")
+    (run.root / "config.yaml").write_text(FAKE_CONFIG)  # what training writes: run_dir, trainer, model, epochs...
     return run
 
 
@@ -151,7 +154,7 @@ def test_a_second_run_into_a_run_dir_is_refused(tmp_path):
     with pytest.raises(UserError, match=f"run_dir {run.root} already holds a run; pass resume=auto to continue "
                                         f"or choose another run_dir"):
         prepare_run_dir(run.root, OmegaConf.create({"resume": None, "epochs": 2}))
-    assert run.last.read_bytes() == b"first run" and (run.root / "config.yaml").read_text() == "epochs: 1\n"
+    assert run.last.read_bytes() == b"first run" and (run.root / "config.yaml").read_text() == FAKE_CONFIG
 
 
 def test_resume_continues_and_cleans_orphan_checkpoint_tmp_files(tmp_path):

@@ -9,22 +9,30 @@ Layout::
 
 A run directory holds one run. Starting a run in a directory that already holds one
 (a ``config.yaml`` or a checkpoint) is refused unless ``resume`` is given, so a second
-run never replaces ``last.pt``/``best.pt`` silently. Temporary checkpoint files left by a
-killed run (``.last.pt.*.tmp``) are removed at the next start.
+run never replaces ``last.pt``/``best.pt`` silently. A ``config.yaml`` or ``git_sha.txt``
+that training did not write (recognised by their content), or checkpoints without our
+``config.yaml``, are never replaced, resume or not. One training writes a run directory at
+a time (``.tsms.lock``, :func:`run_dir_lock`); a second is refused naming the holder.
+Temporary checkpoint files left by a killed run (``.last.pt.*.tmp``) are removed at the
+next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
-from utils.io import atomic_write
+from utils.io import atomic_write, check_not_input, check_replaceable, hold_lock
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +82,68 @@ def holds_run(run: RunDir) -> bool:
     return run.config.is_file() or any(run.checkpoints.glob("*.pt"))
 
 
+def is_run_config(path: Path) -> bool:
+    """A ``config.yaml`` that training wrote: a mapping with the training config's keys."""
+    data = yaml.safe_load(Path(path).read_text())
+    return isinstance(data, dict) and {"run_dir", "trainer", "model", "epochs"} <= set(data)
+
+
+def is_git_sha(path: Path) -> bool:
+    return re.fullmatch(r"([0-9a-f]{7,64}(\+dirty)?|unknown)\n?", Path(path).read_text()) is not None
+
+
 def check_run_dir(path, resume) -> None:
-    """Refuse a fresh start in a directory that already holds a run (one line, before any write)."""
+    """Refuse (one line, before any write) a fresh start in a directory that already holds a
+    run, and any start where a file training would replace is not training's."""
     run = RunDir(Path(path))
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"run_dir {run.root} exists and is a file")
-    if resume in (None, "", False) and run.root.is_dir() and holds_run(run):
+    if not run.root.is_dir():
+        return
+    if resume in (None, "", False) and holds_run(run):
         raise UserError(f"run_dir {run.root} already holds a run; pass resume=auto to continue or choose "
                         f"another run_dir")
+    check_replaceable(run.config, "run_dir file", is_run_config, "training")
+    check_replaceable(run.root / "git_sha.txt", "run_dir file", is_git_sha, "training")
+    if run.checkpoints.exists() and (run.checkpoints.is_symlink() or not run.checkpoints.is_dir()):
+        raise UserError(f"{run.checkpoints} exists and is not a checkpoint folder written by training")
+    ours = [p for p in (run.last, run.best, run.initial) if p.exists() or p.is_symlink()]
+    if ours and not run.config.is_file():
+        raise UserError(f"run_dir {run.root} holds {ours[0]} but no config.yaml written by training: it is not a run "
+                        f"of this tool and its files would be replaced; choose another run_dir (resume=<file> starts "
+                        f"from a checkpoint kept elsewhere)")
+    for path in ours:
+        if path.is_symlink() or not path.is_file():
+            raise UserError(f"{path} is not a checkpoint file written by training; move it away")
+
+
+def check_run_dir_inputs(path, cfg: DictConfig) -> None:
+    """The run directory neither is nor lies inside (nor contains) a dataset it trains or
+    validates on: training never writes into what it reads."""
+    data = cfg.get("data") or {}
+    roots = {f"data.{split}.root": (data.get(split) or {}).get("root") for split in ("train", "val")}
+    roots = {k: v for k, v in roots.items() if v}
+    check_not_input(path, roots.values(), "run_dir", roots.keys())
+
+
+@contextlib.contextmanager
+def run_dir_lock(path, dist=None) -> Iterator[None]:
+    """Hold the run directory for this training: rank 0 holds it for every rank, and every
+    rank stops with the same one line when another training holds it."""
+    from utils.distributed import broadcast_object
+
+    error = None
+    with contextlib.ExitStack() as stack:
+        if dist is None or dist.is_main:
+            try:
+                stack.enter_context(hold_lock(Path(path), "training"))
+            except UserError as exc:
+                error = str(exc)
+        if dist is not None and dist.enabled:
+            error = broadcast_object(error)
+        if error:
+            raise UserError(error)
+        yield
 
 
 def clean_stale_checkpoint_tmp(run: RunDir) -> None:

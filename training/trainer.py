@@ -37,7 +37,7 @@ from training.distributed import (DistInfo, all_gather_int, all_reduce_mean, all
                                   cleanup_distributed, init_distributed)
 from training.optim import clip_gradients, freeze_image_encoder
 from training.prompts import ObjectRows
-from training.run_dir import RunDir, check_run_dir, prepare_run_dir
+from training.run_dir import RunDir, check_run_dir, check_run_dir_inputs, prepare_run_dir, run_dir_lock
 from training.sampling import ResumableDistributedSampler
 from training.state import (TrainState, find_resume_checkpoint, read_training_checkpoint, restore_rng_state,
                             save_training_checkpoint, step_seed)
@@ -66,6 +66,7 @@ class Trainer:
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.run = RunDir(Path(cfg.run_dir))
         check_run_dir(self.run.root, cfg.get("resume"))  # before the data and the model are built
+        check_run_dir_inputs(self.run.root, cfg)
         self.dataset = build_dataset(cfg, "train", int(cfg.seed))  # bad data fails before anything is written
         val_root = cfg.data.val.get("root") if cfg.data.get("val") is not None else None
         if cfg.trainer.val_every and val_root is not None and not Path(val_root).is_dir():
@@ -300,6 +301,7 @@ def train(cfg: DictConfig) -> float:
     if dist.device.type == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
     try:
-        return TrainResult(Trainer(cfg, dist).fit())
+        with run_dir_lock(cfg.run_dir, dist):  # one training per run_dir
+            return TrainResult(Trainer(cfg, dist).fit())
     finally:
         cleanup_distributed()

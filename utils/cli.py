@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from utils.errors import UserError
+from utils.io import disk_error_message
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -32,8 +33,9 @@ def _one_line(message: str) -> str:
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv=None) -> int:
     """Run ``main(argv)`` and map failures to exit codes.
 
-    ``UserError`` (and missing files) print ``error: <message>`` and return 2; Ctrl-C
-    returns 130. Anything else is a bug and keeps its traceback.
+    ``UserError`` (and missing files) print ``error: <message>`` and return 2, and so does a
+    full disk, a read-only folder or a permission error (one line naming the folder and
+    the cause); Ctrl-C returns 130. Anything else is a bug and keeps its traceback.
     """
     try:
         code = main(argv)
@@ -44,6 +46,12 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv=None)
     except FileNotFoundError as exc:
         name = exc.filename if exc.filename else exc
         print(f"error: file not found: {name}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        message = disk_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {_one_line(message)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         logging.getLogger(__name__).warning("interrupted")

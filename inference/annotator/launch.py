@@ -40,7 +40,7 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     masks_dir = masks_folder(masks_dir, source.name) if masks_dir is not None else None  # before anything is written
     resources = contextlib.ExitStack()
     try:
-        resources.enter_context(hold_lock(output_dir, "annotator output folder"))
+        resources.enter_context(hold_lock(output_dir, "annotator", reentrant=False))
         saved = session_file.read(output_dir, source.name, len(source), source.height, source.width)
         publish.recover(output_dir, source.name)
         _remove_stale_temp_files(output_dir, source.name)
