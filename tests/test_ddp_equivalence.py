@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from models import read_checkpoint
+from models.memory_stats import record_memory_stats
 from training.config import compose_train_config
 from training.prompts import ObjectRows, PromptConfig, plan_prompts
 from training.trainer import train
