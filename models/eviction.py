@@ -11,8 +11,14 @@ plus the conditioning frames, which are never evicted. After frame ``t`` is yiel
 later frame in the same direction needs nothing older, so older outputs are dropped:
 memory features and mask logits beyond the memory reach, the whole entry beyond the pointer
 reach. Frames within reach of a conditioning frame are pinned, because a later pass in the
-other direction (or a re-run) starts from there. With that, results are identical to
-non-evicting tracking.
+other direction (or a re-run) starts from there. With that, propagation gives results
+identical to non-evicting tracking.
+
+The last tracked frame's own memory frames are kept too, so re-prompting it is identical.
+The exception is a new prompt further back: the prompted frame, and the frames re-tracked
+after it, may find evicted frames among their memory frames. Those are
+then read as missing (sam2's padding), memory and pointer alike
+(:func:`hide_evicted_memory`), so results there can differ from keeping everything.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> in
         non_cond = out["non_cond_frame_outputs"]
         for t in list(non_cond):
             behind = (nxt - t) * sign  # how far back from the next frame
-            if behind <= mem_reach or any(abs(t - c) <= reach for c in cond):
+            # one frame more than the next frame needs: a new prompt on the last tracked
+            # frame still finds all its memory frames and pointers (identical to keeping all)
+            if behind <= mem_reach + 1 or any(abs(t - c) <= reach for c in cond):
                 continue
             entry = non_cond[t]
-            if behind > ptr_reach:
+            if behind > ptr_reach + 1:
                 del non_cond[t]
                 changed += 1
             elif not entry.get(_STRIPPED):
@@ -65,6 +73,38 @@ def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> in
                 }
                 changed += 1
     return changed
+
+
+def is_evicted(entry: dict) -> bool:
+    """An entry stripped to its object pointer (no memory features)."""
+    return bool(entry.get(_STRIPPED))
+
+
+def memory_frame_indices(model, frame_idx: int, reverse: bool) -> list:
+    """The non-conditioning frames sam2 reads memory from when tracking ``frame_idx``
+    (``SAM2Base._prepare_memory_conditioned_features``, eval stride)."""
+    stride = max(1, int(getattr(model, "memory_temporal_stride_for_eval", 1)))
+    frames = []
+    for t_rel in range(1, model.num_maskmem):
+        if t_rel == 1:
+            frames.append(frame_idx + 1 if reverse else frame_idx - 1)
+        elif reverse:
+            frames.append(-(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride)
+        else:
+            frames.append(((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride)
+    return frames
+
+
+def hide_evicted_memory(model, output_dict: dict, frame_idx: int, reverse: bool) -> dict:
+    """``output_dict`` without the evicted entries among ``frame_idx``'s memory frames (sam2
+    would crash on their missing features). Forward tracking never meets one, so this
+    returns ``output_dict`` itself there; only a prompt or a re-run behind the tracking
+    front does."""
+    non_cond = output_dict["non_cond_frame_outputs"]
+    hidden = [t for t in memory_frame_indices(model, frame_idx, reverse) if is_evicted(non_cond.get(t, {}))]
+    if not hidden:
+        return output_dict
+    return {**output_dict, "non_cond_frame_outputs": {t: o for t, o in non_cond.items() if t not in hidden}}
 
 
 def forget_evicted_frame(state, frame_idx: int) -> None:

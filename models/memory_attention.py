@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.memory_attention import MemoryAttention
 
-from models.memory_pruning import gather_kept_frames, keep_indices, select_frames_to_prune
+from models.memory_pruning import (active_clip_rows, gather_kept_frames, keep_indices, select_frames_to_prune,
+                                   select_frames_to_prune_per_clip)
 from models.memory_spec import MemorySpec
 from models.memory_stats import MemoryAttentionStats, memory_stats_from_inputs, report_memory_stats
 
@@ -69,18 +70,24 @@ class TSMSMemoryAttention(MemoryAttention):
     def _frames_to_keep(self, memory, stats: MemoryAttentionStats):
         """``{kept frame indices: batch elements}``. In eval mode each batch element (one
         object, when objects are tracked in one batch) is pruned on its own, so results do
-        not depend on what else is in the batch; training keeps one batch-level decision."""
+        not depend on what else is in the batch; in training each clip is (its objects
+        averaged, see :func:`~models.memory_pruning.clips_in_batch`), so DDP ranks prune as
+        one process; training mode outside a training forward takes one decision for the batch."""
         n, hw = stats.frames_in, stats.tokens_per_frame
         frames = memory[: n * hw].unflatten(0, (n, hw))  # [n, HW, B, C], a view
         batch = memory.shape[1]
-        per_element = not self.training and batch > 1
-        dropped = select_frames_to_prune(
-            frames, memory_bank_size=self.memory_bank_size, prune_frames=self.prune_frames,
-            use_mem_split=self.use_mem_split, similarity=self.similarity,
-            pruning_threshold=self.pruning_threshold, auto_quantile=self.auto_quantile, per_element=per_element,
-        )
+        rule = dict(memory_bank_size=self.memory_bank_size, prune_frames=self.prune_frames,
+                    use_mem_split=self.use_mem_split, similarity=self.similarity,
+                    pruning_threshold=self.pruning_threshold, auto_quantile=self.auto_quantile)
+        clips = active_clip_rows() if self.training else None
+        if clips is not None:
+            dropped = select_frames_to_prune_per_clip(frames, clips, **rule)
+        else:
+            per_element = not self.training and batch > 1
+            dropped = select_frames_to_prune(frames, per_element=per_element, **rule)
+            dropped = dropped if per_element else [dropped] * batch
         groups = {}
-        for b, drops in enumerate(dropped if per_element else [dropped] * batch):
+        for b, drops in enumerate(dropped):
             groups.setdefault(tuple(keep_indices(n, drops)), []).append(b)
         return groups
 

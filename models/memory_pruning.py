@@ -27,6 +27,11 @@ The rule (faithful to the paper's code):
   Until a half's history holds ``MIN_HISTORY`` scores, the count rule applies to it.
 
 ``m_0`` and ``m_{n-1}`` are never dropped. Ties in similarity drop the earlier frame.
+
+A decision is taken per video: at inference per batch element (one object, when objects
+are tracked as one batch), in training per clip, from the similarities averaged over the
+clip's objects (:func:`clips_in_batch`), so a clip prunes the same frames whatever other
+clips share its batch, and K DDP ranks prune as one process does.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import contextlib
 import contextvars
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -85,6 +90,41 @@ def similarity_history(history: SimilarityHistory) -> Iterator[SimilarityHistory
 
 def active_similarity_history() -> Optional[SimilarityHistory]:
     return _HISTORY.get()
+
+
+@dataclass(frozen=True)
+class ClipRows:
+    """The batch elements (object rows) of each clip of a training batch, and each clip's
+    similarity history (a clip is its own video)."""
+
+    rows: Tuple[Tuple[int, ...], ...]
+    histories: Tuple[SimilarityHistory, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+
+_CLIPS: contextvars.ContextVar[Optional[ClipRows]] = contextvars.ContextVar("tsms_clip_rows", default=None)
+
+
+@contextlib.contextmanager
+def clips_in_batch(clip_of_row: Sequence[int]) -> Iterator[ClipRows]:
+    """Inside the block, memory attention in training mode prunes each clip on its own;
+    ``clip_of_row[i]`` is the clip of batch element ``i`` (``obj_batch_idx``)."""
+    rows: Dict[int, List[int]] = {}
+    for i, clip in enumerate(clip_of_row):
+        rows.setdefault(int(clip), []).append(i)
+    clips = ClipRows(tuple(tuple(r) for r in rows.values()), tuple(SimilarityHistory() for _ in rows))
+    token = _CLIPS.set(clips)
+    try:
+        yield clips
+    finally:
+        _CLIPS.reset(token)
+
+
+def active_clip_rows() -> Optional[ClipRows]:
+    return _CLIPS.get()
 
 
 @dataclass(frozen=True)
@@ -219,6 +259,22 @@ def select_frames_to_prune(
         for k, sc in zip(keys, scores):
             history.add(k, [x for row in sc for x in (row if per_element else [row])])
     return drops
+
+
+def select_frames_to_prune_per_clip(frames: torch.Tensor, clips: ClipRows, **rule) -> List[List[int]]:
+    """One :func:`select_frames_to_prune` decision per clip (similarities averaged over the
+    clip's objects, the clip's own history); returns the dropped frames of every batch
+    element. ``rule``: the rule's keyword arguments."""
+    batch = frames.shape[2]
+    if clips.num_rows != batch:
+        raise ValueError(f"the clip rows cover {clips.num_rows} batch elements, the memory has {batch}")
+    dropped: List[List[int]] = [[] for _ in range(batch)]
+    for rows, history in zip(clips.rows, clips.histories):
+        part = frames if len(rows) == batch else frames[:, :, list(rows)]  # one clip: no copy
+        drops = select_frames_to_prune(part, history=history, per_element=False, **rule)
+        for r in rows:
+            dropped[r] = drops
+    return dropped
 
 
 def keep_indices(num_frames: int, dropped: Sequence[int]) -> List[int]:

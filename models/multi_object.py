@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from models.eviction import memory_reach, pointer_reach
+from models.eviction import is_evicted, memory_reach, pointer_reach
 
 # Entries of a frame's output that memory reads (``_prepare_memory_conditioned_features``).
 _MEMORY_KEYS = ("maskmem_features", "obj_ptr")
@@ -67,8 +67,11 @@ class _MergedOutputs:
         key = (kind, frame, group)
         if key not in self._cache:
             outs = [state["output_dict_per_obj"][o][kind][frame] for o in group]
-            merged = {k: torch.cat([o[k] for o in outs]) for k in _MEMORY_KEYS}
-            merged["maskmem_pos_enc"] = [torch.cat(xs) for xs in zip(*(o["maskmem_pos_enc"] for o in outs))]
+            if any(is_evicted(o) for o in outs):  # its pointer only (memory reads it as missing)
+                merged = {**outs[0], "obj_ptr": torch.cat([o["obj_ptr"] for o in outs])}
+            else:
+                merged = {k: torch.cat([o[k] for o in outs]) for k in _MEMORY_KEYS}
+                merged["maskmem_pos_enc"] = [torch.cat(xs) for xs in zip(*(o["maskmem_pos_enc"] for o in outs))]
             self._cache[key] = merged
         return self._cache[key]
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from models.eviction import forget_evicted_frame, evict_unreachable_outputs
+from models.eviction import evict_unreachable_outputs, forget_evicted_frame, hide_evicted_memory
 from models.frames import EndOfStream, LazyFrameTensors
 from models.multi_object import propagate_objects_batched
 from models.speed import run_in_fp32
@@ -53,7 +53,8 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
             evict_outputs: drop per-frame outputs that the memory window can no longer
                 reach, so memory stays flat on long videos and live streams. Tracking
                 results are unchanged; prompting a frame whose outputs were evicted starts
-                that frame without its previous mask logits.
+                that frame without its previous mask logits, and a prompt behind the last
+                tracked frame reads evicted memory frames as missing (models/eviction.py).
         """
         if hasattr(video_path, "read"):
             state = self._init_lazy_state(video_path, offload_video_to_cpu, offload_state_to_cpu)
@@ -113,6 +114,15 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
             drop_outputs_before_first_prompt(inference_state, frame_idx, reverse)
             if inference_state.get("evict_outputs"):
                 evict_unreachable_outputs(self, inference_state, frame_idx, reverse)
+
+    def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats,
+                                             current_vision_pos_embeds, feat_sizes, output_dict, num_frames,
+                                             track_in_reverse=False):
+        if not is_init_cond_frame:  # evicted memory frames read as missing (prompts behind the front)
+            output_dict = hide_evicted_memory(self, output_dict, frame_idx, track_in_reverse)
+        return super()._prepare_memory_conditioned_features(
+            frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds, feat_sizes, output_dict,
+            num_frames, track_in_reverse)
 
     @torch.inference_mode()
     def add_new_points_or_box(self, inference_state, frame_idx, obj_id, *args, **kwargs):

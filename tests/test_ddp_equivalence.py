@@ -1,4 +1,5 @@
-"""DDP learns like one process: 2 gloo ranks x batch 1 == 1 process x batch 2, and resume.
+"""DDP learns like one process: 2 gloo ranks x batch 1 == 1 process x batch 2, and resume,
+with MS pruning (7-frame clips: from the 7th frame the memory holds 6 frames > 5).
 
 One torchrun (2 CPU processes) runs three trainings in a row: 3 straight steps, 2 steps
 that stop, and a resume to step 3. The test process runs the same 3 steps with batch 2.
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from models import read_checkpoint
+from models.memory_stats import record_memory_stats
 from training.config import compose_train_config
 from training.prompts import ObjectRows, PromptConfig, plan_prompts
 from training.trainer import train
@@ -36,12 +38,16 @@ import json, os, shutil, sys
 sys.path.insert(0, {repo!r})
 import torch
 from training.config import compose_train_config
+from models.memory_stats import record_memory_stats
 import training.trainer
 from training.trainer import train
 # one process group for the three runs (re-creating it reuses gloo's store keys)
 training.trainer.cleanup_distributed = lambda: None
 for name, overrides in json.loads({runs!r}):
-    summary = train(compose_train_config(overrides=overrides))
+    with record_memory_stats() as calls:
+        summary = train(compose_train_config(overrides=overrides))
+    with open(os.path.join({out!r}, "%s_rank%s_pruned.txt" % (name, os.environ["RANK"])), "w") as f:
+        f.write(str(sum(s.frames_kept < s.frames_in for s in calls)))  # MS calls that dropped frames
     torch.save(summary.model.state_dict(), os.path.join({out!r}, "%s_rank%s.pt" % (name, os.environ["RANK"])))
     with open(os.path.join({out!r}, "%s_rank%s.json" % (name, os.environ["RANK"])), "w") as f:
         json.dump(summary.history, f)
@@ -65,12 +71,12 @@ def synthetic_root(tmp_path_factory):
 
 
 def overrides(root: Path, run_dir: Path, batch_size: int, *extra: str):
-    """synthetic_tiny shrunk: 3-frame clips, up to 3 objects (so ranks differ in object count),
-    8 clips, box/point/mask prompts with a correction click, 3 steps."""
+    """synthetic_tiny shrunk: 7-frame clips (MS prunes their last frame), up to 3 objects (so
+    ranks differ in object count), 8 clips, box/point/mask prompts with a correction click."""
     return [
         "experiment=synthetic_tiny", f"data.train.root={root}", f"data.val.root={root}",
         "data.train.multiplier=2", f"run_dir={run_dir}", "epochs=1", f"batch_size={batch_size}",
-        "num_frames=3", "max_num_objects=3", "num_workers=0", "trainer.progress=false",
+        "num_frames=7", "max_num_objects=3", "num_workers=0", "trainer.progress=false",
         "trainer.val_every=0", "model.prompts.num_correction_clicks=1", "model.prompts.prob_point_input=0.5",
         NO_DROPOUT, *extra,
     ]
@@ -104,8 +110,10 @@ def test_two_ranks_learn_like_one_process_and_resume(synthetic_root, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
-    single = train(compose_train_config(overrides=overrides(synthetic_root, tmp_path / "single", 2, "trainer.max_steps=3",
-                                                          "trainer.save_initial=true")))
+    with record_memory_stats() as calls:
+        single = train(compose_train_config(overrides=overrides(synthetic_root, tmp_path / "single", 2,
+                                                              "trainer.max_steps=3", "trainer.save_initial=true")))
+    assert any(s.frames_kept < s.frames_in for s in calls)  # MS pruned in training
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     assert single.state.step == 3
@@ -113,6 +121,7 @@ def test_two_ranks_learn_like_one_process_and_resume(synthetic_root, tmp_path):
     load = lambda name, rank: torch.load(tmp_path / f"{name}_rank{rank}.pt", weights_only=True)  # noqa: E731
     ddp = load("straight", 0)
     assert all(torch.equal(ddp[k], load("straight", 1)[k]) for k in ddp)  # ranks agree
+    assert all(int((tmp_path / f"straight_rank{r}_pruned.txt").read_text()) > 0 for r in (0, 1))  # MS pruned
     reference = single.model.state_dict()
     init = read_checkpoint(tmp_path / "single" / "checkpoints" / "init.pt")["model"]
     gap = parameter_gaps(reference, ddp, init)

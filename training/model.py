@@ -36,7 +36,7 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 
 from data.collate import ClipBatch
-from models.memory_pruning import SimilarityHistory, similarity_history
+from models.memory_pruning import clips_in_batch
 from training.batch import ClipOutputs, FrameOutputs
 from training.prompts import ObjectRows, PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
@@ -63,7 +63,8 @@ class TSMSTrainModel(SAM2Base):
         """
         if batch.images.shape[-1] != self.image_size or batch.images.shape[-2] != self.image_size:
             raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(batch.images.shape[-2:])}")
-        with similarity_history(SimilarityHistory()):  # each clip is its own video
+        # MS decides per clip (each clip is its own video), whatever else shares the batch
+        with clips_in_batch(batch.obj_batch_idx.tolist()):
             return self._forward_clips(batch, generator, prompts, gt_memory_prob, rows)
 
     def _forward_clips(self, batch: ClipBatch, generator, prompts: PromptConfig, gt_memory_prob: float,
