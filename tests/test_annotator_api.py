@@ -137,6 +137,11 @@ def test_undo_delete_and_timeline(annotator):
     assert client.delete("/api/objects/2").json() == {"deleted": 2}
     assert all(not (state.store.labels(t) == 2).any() for t in range(14))
     assert [o["id"] for o in client.get("/api/info").json()["objects"]] == [1]
+    assert client.post("/api/undo").json() == {"obj_id": 2, "frame": None, "undone": "delete"}  # it comes back
+    assert [o["id"] for o in client.get("/api/info").json()["objects"]] == [1, 2]
+    assert all((state.store.labels(t) == 2).any() for t in range(14)) and (2, 0) in state.prompts
+    assert 2 in state.session.obj_ids and 2 not in state.dirty  # its tracked masks are back: no re-track needed
+    assert client.post("/api/undo").json()["undone"] == "box"  # then object 2's box
     assert client.post("/api/undo").json()["undone"] == "point"  # object 1's click
     assert client.post("/api/undo").status_code == 409  # nothing left
     assert state.session.obj_ids == []

@@ -93,6 +93,7 @@ def save(state) -> None:
         "version": VERSION, "tool": TOOL, "video": state.source.name,
         "num_frames": state.num_frames, "size": [state.height, state.width], "preset": state.preset,
         "threshold": state.threshold, "exported": state.exported,
+        "export_current": state.export_current,
         "objects": [o.as_dict() for o in state.objects.values()], "loaded_ids": sorted(state.loaded_ids),
         "prompts": prompts, "history": [list(h) for h in state.history],
         "dirty": {str(o): f for o, f in sorted(state.dirty.items())},
@@ -234,7 +235,8 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
     if errors:
         raise UserErrors(errors)
     return {"version": version, "preset": data["preset"], "threshold": float(threshold),
-            "exported": bool(data.get("exported", False)), "objects": list(objects.values()),
+            "exported": bool(data.get("exported", False)),
+            "export_current": data.get("export_current") is True, "objects": list(objects.values()),
             "prompts": list(prompts.values()), "history": history, "loaded_ids": loaded, "dirty": dirty,
             "tracked": tracked}
 
@@ -340,6 +342,7 @@ def restore(state, saved: dict) -> None:
     state.loaded_ids = set(saved["loaded_ids"])
     state.threshold = saved["threshold"]
     state.exported = saved["exported"]
+    state.export_current = saved.get("export_current", False)
     if saved["preset"] != state.preset:
         state.preset = saved["preset"]
         state.session.close()

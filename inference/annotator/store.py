@@ -133,12 +133,14 @@ class MaskStore:
         self.put_state(frame, (_encode(np.ascontiguousarray(labels, dtype=np.uint8)), scores, ious))
 
     def update(self, frame: int, obj_ids: Sequence[int], logits: torch.Tensor, all_objects: Iterable[int],
-               scores: Optional[Dict[int, float]] = None, ious: Optional[Dict[int, float]] = None) -> None:
+               scores: Optional[Dict[int, float]] = None, ious: Optional[Dict[int, float]] = None,
+               claim: bool = False) -> None:
         """Store tracked masks of ``obj_ids`` on ``frame``.
 
         When every object was tracked together, overlaps go to the highest logit (as in
         ``predict_video.py``). When only some were (a correction), the others' pixels are
-        kept exactly and the tracked objects take only free pixels.
+        kept exactly and the tracked objects take only free pixels, unless they ``claim``
+        (a positive click on another object): then they take every pixel where they are positive.
         """
         if set(obj_ids) >= set(all_objects):
             labels = logits_to_label_map(obj_ids, logits, self.height, self.width)
@@ -146,7 +148,7 @@ class MaskStore:
             labels = self.labels(frame)
             labels[np.isin(labels, list(obj_ids))] = 0
             fresh = logits_to_label_map(obj_ids, logits, self.height, self.width)
-            free = labels == 0
+            free = (labels == 0) | (np.isin(fresh, list(obj_ids)) if claim else False)
             labels[free] = fresh[free]
         _, frame_scores, frame_ious = self.frame_state(frame)
         frame_scores.update({o: v for o, v in (scores or {}).items() if o in obj_ids})
