@@ -64,6 +64,7 @@ class AnnotatorState:
         self.job: Optional[TrackJob] = None
         self.exported = False
         self.export_current = False  # the last export holds every change (saved in the session)
+        self.claims: set = set()  # (obj_id, frame): a positive click there on another object: it wins there
         self.trash: List[Tuple[int, dict]] = []  # deleted objects undo can bring back: (len(history) after, what)
         self._lock = threading.RLock()  # the tracker: prompts and tracking (held for a whole job)
         self._meta_lock = threading.RLock()  # names, types and the session file (free while tracking)
@@ -142,7 +143,7 @@ class AnnotatorState:
             if key in prompts:
                 prompts[key] = copy.deepcopy(prompts[key])
         saved = (list(self.history), dict(self.dirty), set(self.loaded_ids), self.exported, self.export_current,
-                 list(self.trash))
+                 list(self.trash), set(self.claims))
         try:
             with self.store.transaction() if masks else contextlib.nullcontext():
                 try:
@@ -152,7 +153,7 @@ class AnnotatorState:
                     if not masks:  # the rest may be changing under a tracking job: it was not touched
                         raise
                     self.prompts = prompts
-                    self.history, self.dirty, self.loaded_ids, self.exported, self.export_current, self.trash = saved
+                    self.history, self.dirty, self.loaded_ids, self.exported, self.export_current, self.trash, self.claims = saved
                     with self.store.offline():
                         for key in keys:  # the tracker gets its earlier prompts back
                             self._apply(*key)
@@ -203,6 +204,7 @@ class AnnotatorState:
                     "prompts": {k: copy.deepcopy(v) for k, v in self.prompts.items() if k[0] == obj_id},
                     "history": [(i, h) for i, h in enumerate(self.history) if h[0] == obj_id],
                     "dirty": self.dirty.get(obj_id), "loaded": obj_id in self.loaded_ids,
+                    "claims": {c for c in self.claims if c[0] == obj_id},
                     "frames": {f: self.store.frame_state(f) for f in self.store.known_frames()},
                 }
                 del self.objects[obj_id]
@@ -210,6 +212,7 @@ class AnnotatorState:
                 self.history = [h for h in self.history if h[0] != obj_id]
                 self.dirty.pop(obj_id, None)
                 self.loaded_ids.discard(obj_id)
+                self.claims -= kept["claims"]
                 self.store.remove_object(obj_id)
                 self.trash.append((len(self.history), kept))
                 self.save()
@@ -235,6 +238,7 @@ class AnnotatorState:
                 self.dirty[obj.id] = kept["dirty"]
             if kept["loaded"]:
                 self.loaded_ids.add(obj.id)
+            self.claims |= kept["claims"]
             for key in keys:
                 self._apply(*key)
             for frame, (png, scores, ious) in kept["frames"].items():  # its masks as they were, others' as now
@@ -261,6 +265,8 @@ class AnnotatorState:
                 prompt = self._prompt_for(obj_id, frame)
                 prompt.points.append([float(x), float(y)])
                 prompt.labels.append(1 if positive else 0)
+                if claim:
+                    self.claims.add((obj_id, frame))
                 return self._prompted(obj_id, frame, "point", claim=claim)
 
     def add_box(self, obj_id: int, frame: int, box) -> dict:
@@ -302,7 +308,7 @@ class AnnotatorState:
         start = time.perf_counter()
         self.history.append((obj_id, frame, kind))
         before = self.store.labels(frame) if claim else None
-        self._apply(obj_id, frame, claim=claim)
+        self._apply(obj_id, frame)
         self.dirty[obj_id] = min(self.dirty.get(obj_id, frame), frame)
         if claim:  # the objects it took pixels from are re-tracked with it from here
             for other in np.unique(before[self.store.labels(frame) == obj_id]):
@@ -313,11 +319,13 @@ class AnnotatorState:
         return {"obj_id": obj_id, "frame": frame, "area": int((labels == obj_id).sum()),
                 "score": self.store.scores.get(obj_id, {}).get(frame), "ms": round(1000 * (time.perf_counter() - start), 1)}
 
-    def _apply(self, obj_id: int, frame: int, claim: bool = False) -> None:
-        """Send the object's prompt on the frame to the tracker and store the new mask.
-        ``claim``: the object takes every pixel where it is positive, from the others too
-        (SAM2's non-overlap rule with the prompted object first); else it takes free pixels."""
+    def _apply(self, obj_id: int, frame: int) -> None:
+        """Send the object's prompt on the frame to the tracker and store the new mask: it
+        takes free pixels, or, where it claims the frame (``self.claims``), every pixel where
+        it is positive (SAM2's non-overlap rule with the clicked object first)."""
         prompt = self.prompts.get((obj_id, frame))
+        if prompt is None or prompt.empty() or not (any(prompt.labels) or prompt.box is not None or prompt.mask is not None):
+            self.claims.discard((obj_id, frame))  # no positive prompt left: nothing claims the frame
         if prompt is None or prompt.empty():
             self.prompts.pop((obj_id, frame), None)
             if obj_id in self.session.obj_ids:
@@ -336,7 +344,7 @@ class AnnotatorState:
                                                  box=prompt.box, clear=prompt.mask is None)
         row = result.obj_ids.index(obj_id)
         self.store.update(frame, [obj_id], result.mask_logits[row:row + 1], list(self.objects), result.object_scores,
-                          quality.take_last(ious, [obj_id]), claim=claim)
+                          quality.take_last(ious, [obj_id]), first=[obj_id] if (obj_id, frame) in self.claims else ())
 
     def undo(self) -> dict:
         """Take back the last prompt (a click, a box or a mask)."""
@@ -449,7 +457,8 @@ class AnnotatorState:
             iou = quality.take_last(ious, result.obj_ids) or {}  # empty on prompted frames: kept from the prompt
             self.store.update(result.frame_idx, result.obj_ids, logits, everyone,
                               {o: v for o, v in result.object_scores.items() if o in shown},
-                              {o: v for o, v in iou.items() if o in shown})
+                              {o: v for o, v in iou.items() if o in shown},
+                              first=[o for o in shown if (o, result.frame_idx) in self.claims])
             job.done, job.frame = job.done + 1, result.frame_idx
             if time.monotonic() - last_save > SAVE_EVERY_S:  # masks so far survive a kill (still marked dirty)
                 self.save()

@@ -145,11 +145,10 @@ function renderObjects() {
   const ul = $("objects");
   if (S.active == null && S.info.objects.length) S.active = S.info.objects[0].id;
   const rows = new Map([...ul.children].map((li) => [li.dataset.id, li]));
-  for (const o of S.info.objects) {
-    let li = rows.get(String(o.id));
-    if (!li) { li = objectRow(o); }
+  S.info.objects.forEach((o, i) => {
+    const li = rows.get(String(o.id)) || objectRow(o);
     rows.delete(String(o.id));
-    ul.append(li);  // in order (moving a row keeps its input's focus)
+    if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);  // only moved when out of order (a move blurs)
     li.className = o.id === S.active ? "active" : "";
     const name = li.querySelector("input"), type = li.querySelector("select");
     if (document.activeElement !== name && !name.dataset.editing) name.value = o.name;
@@ -160,7 +159,7 @@ function renderObjects() {
       if (!mark) { mark = document.createElement("span"); mark.className = "retrack"; li.append(mark); }
       mark.textContent = `\u27f3 ${from}`; mark.title = `to re-track from frame ${from} (press Track)`;
     } else if (mark) mark.remove();
-  }
+  });
   for (const li of rows.values()) li.remove();
 }
 
@@ -261,7 +260,8 @@ $("track-reverse").onclick = () => track("reverse").catch(() => {});
 $("track-both").onclick = () => track("both").catch(() => {});
 $("cancel").onclick = () => api("POST", "/api/track/cancel").catch(() => {});
 $("undo").onclick = () => api("POST", "/api/undo").then(refreshInfo).then(() => showFrame(S.frame, true)).catch(() => {});
-$("export").onclick = () => { status("exporting..."); api("POST", "/api/export").then((r) => status(`exported to ${r.masks}, ${r.coco}, ${r.overlay}`)).catch(() => {}); };
+$("export").onclick = () => { status("exporting..."); api("POST", "/api/export")
+  .then((r) => { status(`exported to ${r.masks}, ${r.coco}, ${r.overlay}`); return refreshInfo(); }).catch(() => {}); };
 function addObject() {
   return api("POST", "/api/objects", {}).then((o) => { S.active = o.id; return refreshInfo(); })
     .then(() => { status(`object ${S.active}: click or drag on the frame`); return showFrame(S.frame, true); }).catch(() => {});
