@@ -400,3 +400,22 @@ def test_exposed_host_gets_a_token():
     args = parse_args(["--video_path", "v.mp4", "--model_cfg", "mini", "--host", "0.0.0.0"])
     assert args.token and len(args.token) >= 32
     assert parse_args(["--video_path", "v.mp4", "--model_cfg", "mini"]).token is None
+
+
+def test_correction_after_tracking_past_the_memory_window(predictors, tmp_path):
+    """A click on frame 20 after tracking 30 frames (outputs evicted behind the memory
+    window) is a correction like any other; it crashed in sam2 on the stripped frames."""
+    from tests.conftest import make_two_object_video
+
+    make_two_object_video(tmp_path / "clip", num_frames=30)
+    state = open_annotator(tmp_path / "clip", predictors, tmp_path / "out")
+    try:
+        client = api_client(create_app(state))
+        _prompt_two_objects(client)
+        _track(state, client)
+        r = client.post("/api/prompt/point", json={"obj_id": 1, "frame": 20, "x": 60.0, "y": 50.0})
+        assert r.status_code == 200, r.text
+        job = _track(state, client)
+        assert 1 in job["obj_ids"] and job["done"] == 10 and all(state.store.has(t) for t in range(30))
+    finally:
+        state.close()

@@ -273,7 +273,7 @@ $("slider").oninput = () => showFrame(Number($("slider").value));
 
 document.addEventListener("keydown", (ev) => {
   const t = ev.target;  // keys typed into a field are text, never shortcuts
-  if ((t.tagName === "INPUT" && t.type !== "range") || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable) return;
+  if ((t.tagName === "INPUT" && !["range", "checkbox", "button"].includes(t.type)) || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable) return;
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const step = ev.shiftKey ? 10 : 1;
   if (ev.key === "ArrowRight") { showFrame(S.frame + step); ev.preventDefault(); }
