@@ -30,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--output_dir", default="./annotations",
                    help="exports and the saved session go here; an existing session there is resumed")
     p.add_argument("--masks", help="folder of palette PNGs (a predict_video.py output or an export) to correct")
+    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default: its meta.json, else 30)")
     p.add_argument("--threshold", type=float, default=0.5, help="flag frames whose object probability is below this")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
@@ -73,7 +74,8 @@ def main(argv=None):
 
     built = {args.memory: make_predictor(args.memory)}  # a bad checkpoint fails before the server starts
     state = open_annotator(source, lambda p: built.pop(p, None) or make_predictor(p), args.output_dir,
-                           masks_dir=args.masks, preset=args.memory, threshold=args.threshold, evict=not args.no_evict)
+                           masks_dir=args.masks, preset=args.memory, threshold=args.threshold, evict=not args.no_evict,
+                           fps=args.fps)
     shown = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
     shown = f"[{shown}]" if ":" in shown else shown
     # printed on the user's own terminal, as Jupyter does; never on the command line (ps)

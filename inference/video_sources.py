@@ -8,6 +8,7 @@ names as the ground truth. Nothing is preloaded: a 1-hour video costs no more me
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
@@ -42,7 +43,7 @@ class ImageFolderSource:
         self.origin = str(self.folder)
         first = self.read(0)
         self.height, self.width = first.shape[:2]
-        self.fps = 30.0
+        self.fps, self.fps_source = _folder_fps(self.folder)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -64,6 +65,23 @@ class ImageFolderSource:
         return rgb
 
 
+def _folder_fps(folder: Path):
+    """(fps, where it came from) of a frame folder: ``meta.json``'s ``"fps"`` if it has one,
+    else 30 marked as a default (a folder of images does not say)."""
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return 30.0, "default"
+    try:
+        fps = json.loads(meta.read_text(encoding="utf-8")).get("fps")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{meta}: not a JSON object with an \"fps\" number ({exc})") from None
+    if fps is None:
+        return 30.0, "default"
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+        raise UserError(f"{meta}: \"fps\" must be a number in (0, 1000], got {fps!r}")
+    return float(fps), "meta.json"
+
+
 class VideoFileSource:
     """A video file decoded with OpenCV; sequential reads are cheap, seeks re-position."""
 
@@ -78,6 +96,7 @@ class VideoFileSource:
             raise UserError(f"cannot open video file {self.path} (unsupported or corrupt)")
         self._count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        self.fps_source = "video" if self._cap.get(cv2.CAP_PROP_FPS) else "default"
         self._next = 0
         self.name = self.path.stem
         self.origin = str(self.path)

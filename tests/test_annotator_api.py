@@ -140,6 +140,11 @@ def test_undo_delete_and_timeline(annotator):
     assert client.delete("/api/objects/2").json() == {"deleted": 2}
     assert all(not (state.store.labels(t) == 2).any() for t in range(14))
     assert [o["id"] for o in client.get("/api/info").json()["objects"]] == [1]
+    assert client.post("/api/undo").json() == {"obj_id": 2, "frame": None, "undone": "delete"}  # it comes back
+    assert [o["id"] for o in client.get("/api/info").json()["objects"]] == [1, 2]
+    assert all((state.store.labels(t) == 2).any() for t in range(14)) and (2, 0) in state.prompts
+    assert 2 in state.session.obj_ids and 2 not in state.dirty  # its tracked masks are back: no re-track needed
+    assert client.post("/api/undo").json()["undone"] == "box"  # then object 2's box
     assert client.post("/api/undo").json()["undone"] == "point"  # object 1's click
     assert client.post("/api/undo").status_code == 409  # nothing left
     assert state.session.obj_ids == []
@@ -398,3 +403,22 @@ def test_exposed_host_gets_a_token():
     args = parse_args(["--video_path", "v.mp4", "--model_cfg", "mini", "--host", "0.0.0.0"])
     assert args.token and len(args.token) >= 32
     assert parse_args(["--video_path", "v.mp4", "--model_cfg", "mini"]).token is None
+
+
+def test_correction_after_tracking_past_the_memory_window(predictors, tmp_path):
+    """A click on frame 20 after tracking 30 frames (outputs evicted behind the memory
+    window) is a correction like any other; it crashed in sam2 on the stripped frames."""
+    from tests.conftest import make_two_object_video
+
+    make_two_object_video(tmp_path / "clip", num_frames=30)
+    state = open_annotator(tmp_path / "clip", predictors, tmp_path / "out")
+    try:
+        client = api_client(create_app(state))
+        _prompt_two_objects(client)
+        _track(state, client)
+        r = client.post("/api/prompt/point", json={"obj_id": 1, "frame": 20, "x": 60.0, "y": 50.0})
+        assert r.status_code == 200, r.text
+        job = _track(state, client)
+        assert 1 in job["obj_ids"] and job["done"] == 10 and all(state.store.has(t) for t in range(30))
+    finally:
+        state.close()

@@ -221,7 +221,8 @@ def test_tracked_masks_and_timeline_survive_a_restart(opened, tmp_path):
     shown = {t: state.store.labels(t) for t in range(14)}
     assert any((shown[t] != exported[t]).any() for t in range(8, 14))
     timeline = client.get("/api/timeline").json()
-    state.add_point(1, 10, 40, 40)  # a click not tracked yet
+    ys, xs = np.nonzero(shown[10] != 2)  # not on object 2: that click would claim it and re-track both (issue 23)
+    state.add_point(1, 10, float(xs[len(xs) // 2]), float(ys[len(ys) // 2]))  # a click not tracked yet
     at_10 = state.store.labels(10)
     state.close()
 

@@ -79,12 +79,12 @@ def export(state) -> Dict[str, str]:
         except Exception:
             staging.discard()
             raise
-        was = state.exported
+        was = state.exported, state.export_current
         state.exported = True
         try:
-            state.save()
+            state.save(export_current=True)
         except OSError as exc:
-            state.exported = was
+            state.exported, state.export_current = was
             raise AnnotatorError(507, f"the export was published in {root}, but the session could not be saved: "
                                       f"{exc.strerror or exc}") from None
         log.info("exported %d frames of %s to %s", state.num_frames, video, root)

@@ -21,11 +21,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def open_annotator(video_path, make_predictor: Callable[[str], object], output_dir, *, masks_dir=None,
-                   preset: str = "tsms", threshold: float = 0.5, evict: bool = True) -> AnnotatorState:
+                   preset: str = "tsms", threshold: float = 0.5, evict: bool = True,
+                   fps: Optional[float] = None) -> AnnotatorState:
     """The annotator state for a video: resumed from ``output_dir`` if it holds a session
     (with its tracked masks), then ``masks_dir`` masks loaded on top for correction, except over a
     resumed session (that would undo its corrections).
-    ``video_path`` may also be an open frame source.
+    ``video_path`` may also be an open frame source. ``fps`` (``--fps``) overrides what the
+    video says (a frame folder says it in ``meta.json`` or not at all: then 30 is a default).
 
     ``output_dir`` is locked until :meth:`AnnotatorState.close`: a second annotator on it is
     refused. A session file that does not pass :func:`session_file.validate` is refused
@@ -33,6 +35,10 @@ def open_annotator(video_path, make_predictor: Callable[[str], object], output_d
     source = video_path if hasattr(video_path, "read") else open_video_source(str(video_path))
     if getattr(source, "live", False):
         raise UserError("the annotator needs a recorded video (mp4 or frame folder), not a live stream")
+    if fps is not None:
+        if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
+            raise UserError(f"--fps must be in (0, 1000], got {fps}")
+        source.fps, source.fps_source = float(fps), "--fps"
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a folder")
@@ -93,7 +99,7 @@ def _resume(state: AnnotatorState, saved: Optional[dict], masks_dir) -> None:
                     "use another --output_dir to start over from it", output_dir, masks_dir)
     elif masks_dir is not None:
         load_masks(state, Path(masks_dir))
-    state.save()
+    state.save(export_current=None if masks_dir is None else False)
     tracked.remove_others(output_dir, keep=state.store.journal.name)
 
 

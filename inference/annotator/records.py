@@ -81,7 +81,7 @@ class LockedSource:
 
     def __init__(self, source):
         self._source, self._lock, self._cache_lock = source, threading.Lock(), threading.Lock()
-        for name in ("name", "height", "width", "fps", "live"):
+        for name in ("name", "height", "width", "fps", "fps_source", "live"):
             setattr(self, name, getattr(source, name, None))
         self._jpeg: "OrderedDict[int, bytes]" = OrderedDict()
 

@@ -75,9 +75,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 
-def _overlay_png(labels: np.ndarray) -> bytes:
+def _overlay_png(labels: np.ndarray, selected: Optional[int] = None) -> bytes:
     """Translucent palette colours with an opaque, lighter outline (dark palette colours
-    vanish on red tissue otherwise)."""
+    vanish on red tissue otherwise). The ``selected`` object gets a thicker white outline."""
     lut = np.zeros((256, 4), np.uint8)
     lut[:, :3], lut[:, 3] = davis_palette()[:, ::-1], OVERLAY_ALPHA  # BGRA for cv2
     lut[0] = 0
@@ -90,6 +90,10 @@ def _overlay_png(labels: np.ndarray) -> bytes:
     edge &= labels > 0
     rgba[edge, :3] = np.minimum(255, rgba[edge, :3].astype(np.int16) + 110).astype(np.uint8)
     rgba[edge, 3] = 255
+    if selected:
+        mine = (labels == selected).astype(np.uint8)
+        ring = mine.astype(bool) & ~cv2.erode(mine, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_REPLICATE).astype(bool)
+        rgba[ring] = (255, 255, 255, 255)
     ok, buf = cv2.imencode(".png", rgba, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return buf.tobytes()
 
@@ -137,6 +141,10 @@ def create_app(state: AnnotatorState, token: Optional[str] = None, *, host: str 
     def index():
         return Response(page, media_type="text/html")
 
+    @app.get("/favicon.ico")
+    def favicon():  # browsers ask for it; nothing to show
+        return Response(status_code=204)
+
     @app.get("/static/{name}")
     def static(name: str):
         if name not in STATIC_FILES:  # a fixed list: no path from the request reaches the disk
@@ -154,9 +162,9 @@ def create_app(state: AnnotatorState, token: Optional[str] = None, *, host: str 
         return Response(state.source.jpeg(frame), media_type="image/jpeg")
 
     @app.get("/api/overlay/{frame}")
-    def overlay(frame: int):
+    def overlay(frame: int, selected: Optional[int] = None):
         state.check_frame(frame)
-        return Response(_overlay_png(state.store.labels(frame)), media_type="image/png")
+        return Response(_overlay_png(state.store.labels(frame), selected), media_type="image/png")
 
     @app.get("/api/prompts/{frame}")
     def prompts(frame: int):
@@ -206,7 +214,8 @@ def create_app(state: AnnotatorState, token: Optional[str] = None, *, host: str 
 
     @app.get("/api/track")
     def track_status():
-        return state.job.as_dict() if state.job else {"running": False, "total": 0, "done": 0}
+        job = state.job.as_dict() if state.job else {"running": False, "total": 0, "done": 0}
+        return dict(job, version=state.store.version)  # the page refetches the timeline when it moves
 
     @app.post("/api/track/cancel")
     def cancel():

@@ -93,9 +93,11 @@ def save(state) -> None:
         "version": VERSION, "tool": TOOL, "video": state.source.name,
         "num_frames": state.num_frames, "size": [state.height, state.width], "preset": state.preset,
         "threshold": state.threshold, "exported": state.exported,
+        "export_current": state.export_current,
         "objects": [o.as_dict() for o in state.objects.values()], "loaded_ids": sorted(state.loaded_ids),
         "prompts": prompts, "history": [list(h) for h in state.history],
         "dirty": {str(o): f for o, f in sorted(state.dirty.items())},
+        "claims": [list(c) for c in sorted(state.claims)],
         "tracked": None if journal is None else {"file": journal.name, "seq": journal.seq},
     }
     state.output_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +236,10 @@ def validate(data, path: Path, video: str, num_frames: int, height: int, width: 
     if errors:
         raise UserErrors(errors)
     return {"version": version, "preset": data["preset"], "threshold": float(threshold),
-            "exported": bool(data.get("exported", False)), "objects": list(objects.values()),
+            "exported": bool(data.get("exported", False)),
+            "export_current": data.get("export_current") is True,
+            "claims": [(c[0], c[1]) for c in data.get("claims") or [] if isinstance(c, list) and len(c) == 2
+                       and all(type(v) is int for v in c) and (c[0], c[1]) in prompts], "objects": list(objects.values()),
             "prompts": list(prompts.values()), "history": history, "loaded_ids": loaded, "dirty": dirty,
             "tracked": tracked}
 
@@ -340,6 +345,8 @@ def restore(state, saved: dict) -> None:
     state.loaded_ids = set(saved["loaded_ids"])
     state.threshold = saved["threshold"]
     state.exported = saved["exported"]
+    state.export_current = saved.get("export_current", False)
+    state.claims = set(saved.get("claims", []))
     if saved["preset"] != state.preset:
         state.preset = saved["preset"]
         state.session.close()

@@ -23,7 +23,7 @@ from data.endovis17 import INSTRUMENT_TYPES
 from inference.annotator import quality, session_file, tracked
 from inference.annotator.records import (AnnotatedObject, AnnotatorError, FramePrompt, LockedSource, TrackJob,
                                          disk_error)
-from inference.annotator.store import MaskStore
+from inference.annotator.store import MaskStore, _decode, _encode
 from models.session import DIRECTIONS, TrackingSession
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class AnnotatorState:
         self.store = MaskStore(self.height, self.width)
         self.job: Optional[TrackJob] = None
         self.exported = False
+        self.export_current = False  # the last export holds every change (saved in the session)
+        self.claims: set = set()  # (obj_id, frame): a positive click there on another object: it wins there
+        self.trash: List[Tuple[int, dict]] = []  # deleted objects undo can bring back: (len(history) after, what)
         self._lock = threading.RLock()  # the tracker: prompts and tracking (held for a whole job)
         self._meta_lock = threading.RLock()  # names, types and the session file (free while tracking)
         self.resources = contextlib.ExitStack()  # the folder lock, the log of tracked masks: released by close()
@@ -139,7 +142,8 @@ class AnnotatorState:
         for key in keys:
             if key in prompts:
                 prompts[key] = copy.deepcopy(prompts[key])
-        saved = (list(self.history), dict(self.dirty), set(self.loaded_ids), self.exported)
+        saved = (list(self.history), dict(self.dirty), set(self.loaded_ids), self.exported, self.export_current,
+                 list(self.trash), set(self.claims))
         try:
             with self.store.transaction() if masks else contextlib.nullcontext():
                 try:
@@ -149,7 +153,7 @@ class AnnotatorState:
                     if not masks:  # the rest may be changing under a tracking job: it was not touched
                         raise
                     self.prompts = prompts
-                    self.history, self.dirty, self.loaded_ids, self.exported = saved
+                    self.history, self.dirty, self.loaded_ids, self.exported, self.export_current, self.trash, self.claims = saved
                     with self.store.offline():
                         for key in keys:  # the tracker gets its earlier prompts back
                             self._apply(*key)
@@ -191,28 +195,79 @@ class AnnotatorState:
             raise AnnotatorError(422, f"unknown instrument type {type!r}; choose one of {', '.join(OBJECT_TYPES)}")
 
     def delete_object(self, obj_id: int) -> None:
+        """Remove the object, its prompts and masks; undo brings them back (until a restart)."""
         with self._idle():
             self.check_object(obj_id)
             with self._saved_change():  # the tracker is told only once it is saved
+                kept = {
+                    "object": copy.deepcopy(self.objects[obj_id]),
+                    "prompts": {k: copy.deepcopy(v) for k, v in self.prompts.items() if k[0] == obj_id},
+                    "history": [(i, h) for i, h in enumerate(self.history) if h[0] == obj_id],
+                    "dirty": self.dirty.get(obj_id), "loaded": obj_id in self.loaded_ids,
+                    "claims": {c for c in self.claims if c[0] == obj_id},
+                    "frames": {f: self.store.frame_state(f) for f in self.store.known_frames()},
+                }
                 del self.objects[obj_id]
                 self.prompts = {k: v for k, v in self.prompts.items() if k[0] != obj_id}
                 self.history = [h for h in self.history if h[0] != obj_id]
                 self.dirty.pop(obj_id, None)
                 self.loaded_ids.discard(obj_id)
+                self.claims -= kept["claims"]
                 self.store.remove_object(obj_id)
+                self.trash.append((len(self.history), kept))
                 self.save()
             if obj_id in self.session.obj_ids:
                 self.session.remove_object(obj_id)
+
+    def _undelete(self) -> dict:
+        """Undo of a delete: the object with its prompts (back in the tracker), masks and
+        place in the undo history."""
+        _, kept = self.trash[-1]
+        obj = kept["object"]
+        if obj.id in self.objects:
+            raise AnnotatorError(409, f"object {obj.id} exists again; the deleted object cannot come back under its id")
+        keys = sorted(kept["prompts"], key=lambda k: k[1])
+        with self._saved_change(keys):
+            self.trash.pop()
+            self.objects[obj.id] = obj
+            self.objects = dict(sorted(self.objects.items()))
+            self.prompts.update(copy.deepcopy(kept["prompts"]))
+            for i, h in kept["history"]:
+                self.history.insert(i, h)
+            if kept["dirty"] is not None:
+                self.dirty[obj.id] = kept["dirty"]
+            if kept["loaded"]:
+                self.loaded_ids.add(obj.id)
+            self.claims |= kept["claims"]
+            for key in keys:
+                self._apply(*key)
+            for frame, (png, scores, ious) in kept["frames"].items():  # its masks as they were, others' as now
+                before = self.store.labels(frame)
+                was = _decode_or_none(png)
+                if was is not None:
+                    before[was == obj.id] = obj.id
+                _, now_scores, now_ious = self.store.frame_state(frame)
+                for table, old in ((now_scores, scores), (now_ious, ious)):
+                    table.pop(obj.id, None)
+                    if obj.id in old:
+                        table[obj.id] = old[obj.id]
+                self.store.put_state(frame, (_encode_labels(before), now_scores, now_ious))
+            self.save()
+        return {"obj_id": obj.id, "frame": None, "undone": "delete"}
 
     # ------------------------------------------------------------------ prompts
     def add_point(self, obj_id: int, frame: int, x: float, y: float, positive: bool = True) -> dict:
         with self._idle():
             self.check_object(obj_id), self.check_frame(frame), self._check_xy(x, y)
+            under = int(self.store.labels(frame)[min(int(y), self.height - 1), min(int(x), self.width - 1)])
+            claim = positive and under not in (0, obj_id)  # crossing instruments: the click wins (docs/annotate.md)
             with self._saved_change([(obj_id, frame)]):
                 prompt = self._prompt_for(obj_id, frame)
                 prompt.points.append([float(x), float(y)])
                 prompt.labels.append(1 if positive else 0)
-                return self._prompted(obj_id, frame, "point")
+                if claim:
+                    self.claims.add((obj_id, frame))
+                return self._prompted(obj_id, frame, "point", claim=claim)
 
     def add_box(self, obj_id: int, frame: int, box) -> dict:
         with self._idle():
@@ -249,19 +304,28 @@ class AnnotatorState:
                 self.prompts[key].mask = seed
         return self.prompts[key]
 
-    def _prompted(self, obj_id: int, frame: int, kind: str) -> dict:
+    def _prompted(self, obj_id: int, frame: int, kind: str, claim: bool = False) -> dict:
         start = time.perf_counter()
         self.history.append((obj_id, frame, kind))
+        before = self.store.labels(frame) if claim else None
         self._apply(obj_id, frame)
         self.dirty[obj_id] = min(self.dirty.get(obj_id, frame), frame)
+        if claim:  # the objects it took pixels from are re-tracked with it from here
+            for other in np.unique(before[self.store.labels(frame) == obj_id]):
+                if other not in (0, obj_id) and other in self.prompted_objects():
+                    self.dirty[int(other)] = min(self.dirty.get(int(other), frame), frame)
         self.save()
         labels = self.store.labels(frame)
         return {"obj_id": obj_id, "frame": frame, "area": int((labels == obj_id).sum()),
                 "score": self.store.scores.get(obj_id, {}).get(frame), "ms": round(1000 * (time.perf_counter() - start), 1)}
 
     def _apply(self, obj_id: int, frame: int) -> None:
-        """Send the object's prompt on the frame to the tracker and store the new mask."""
+        """Send the object's prompt on the frame to the tracker and store the new mask: it
+        takes free pixels, or, where it claims the frame (``self.claims``), every pixel where
+        it is positive (SAM2's non-overlap rule with the clicked object first)."""
         prompt = self.prompts.get((obj_id, frame))
+        if prompt is None or prompt.empty() or not (any(prompt.labels) or prompt.box is not None or prompt.mask is not None):
+            self.claims.discard((obj_id, frame))  # no positive prompt left: nothing claims the frame
         if prompt is None or prompt.empty():
             self.prompts.pop((obj_id, frame), None)
             if obj_id in self.session.obj_ids:
@@ -280,11 +344,13 @@ class AnnotatorState:
                                                  box=prompt.box, clear=prompt.mask is None)
         row = result.obj_ids.index(obj_id)
         self.store.update(frame, [obj_id], result.mask_logits[row:row + 1], list(self.objects), result.object_scores,
-                          quality.take_last(ious, [obj_id]))
+                          quality.take_last(ious, [obj_id]), first=[obj_id] if (obj_id, frame) in self.claims else ())
 
     def undo(self) -> dict:
         """Take back the last prompt (a click, a box or a mask)."""
         with self._idle():
+            if self.trash and self.trash[-1][0] == len(self.history):  # the last change was a delete
+                return self._undelete()
             if not self.history:
                 raise AnnotatorError(409, "nothing to undo")
             obj_id, frame, kind = self.history[-1]
@@ -391,7 +457,8 @@ class AnnotatorState:
             iou = quality.take_last(ious, result.obj_ids) or {}  # empty on prompted frames: kept from the prompt
             self.store.update(result.frame_idx, result.obj_ids, logits, everyone,
                               {o: v for o, v in result.object_scores.items() if o in shown},
-                              {o: v for o, v in iou.items() if o in shown})
+                              {o: v for o, v in iou.items() if o in shown},
+                              first=[o for o in shown if (o, result.frame_idx) in self.claims])
             job.done, job.frame = job.done + 1, result.frame_idx
             if time.monotonic() - last_save > SAVE_EVERY_S:  # masks so far survive a kill (still marked dirty)
                 self.save()
@@ -435,15 +502,26 @@ class AnnotatorState:
             "fps": self.source.fps, "preset": self.preset, "presets": list(PRESETS), "types": list(OBJECT_TYPES),
             "threshold": self.threshold, "objects": [o.as_dict() for o in self.objects.values()],
             "prompts": [{"obj_id": o, "frame": f} for o, f in sorted(self.prompts)],
-            "can_undo": bool(self.history), "dirty": {str(k): v for k, v in self.dirty.items()},
+            "fps_source": getattr(self.source, "fps_source", None) or "default",
+            "export": {"ever": self.exported, "current": self.export_current},
+            "can_undo": bool(self.history or self.trash), "dirty": {str(k): v for k, v in self.dirty.items()},
             "version": self.store.version, "output_dir": str(self.output_dir),
             "job": self.job.as_dict() if self.job else None,
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self) -> None:
+    def save(self, export_current: Optional[bool] = False) -> None:
+        """Write the session. Every save but an export's follows a change, so the last export
+        is no longer current (``export_current=None``: leave it as it is)."""
         with self._meta_lock:
-            session_file.save(self)
+            was = self.export_current
+            if export_current is not None:
+                self.export_current = export_current
+            try:
+                session_file.save(self)
+            except BaseException:  # not saved: nothing changed
+                self.export_current = was
+                raise
 
     def start_log(self) -> None:
         """Write the masks held now as a new log of tracked masks; later changes append to it.
@@ -463,6 +541,14 @@ class AnnotatorState:
         if self.store.journal is not None:
             self.store.journal.close()
         self.resources.close()
+
+
+def _decode_or_none(png: Optional[bytes]) -> Optional[np.ndarray]:
+    return None if png is None else _decode(png)
+
+
+def _encode_labels(labels: np.ndarray) -> bytes:
+    return _encode(np.ascontiguousarray(labels, dtype=np.uint8))
 
 
 def _clean_name(name: Optional[str]) -> str:

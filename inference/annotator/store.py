@@ -133,12 +133,15 @@ class MaskStore:
         self.put_state(frame, (_encode(np.ascontiguousarray(labels, dtype=np.uint8)), scores, ious))
 
     def update(self, frame: int, obj_ids: Sequence[int], logits: torch.Tensor, all_objects: Iterable[int],
-               scores: Optional[Dict[int, float]] = None, ious: Optional[Dict[int, float]] = None) -> None:
+               scores: Optional[Dict[int, float]] = None, ious: Optional[Dict[int, float]] = None,
+               first: Sequence[int] = ()) -> None:
         """Store tracked masks of ``obj_ids`` on ``frame``.
 
         When every object was tracked together, overlaps go to the highest logit (as in
         ``predict_video.py``). When only some were (a correction), the others' pixels are
-        kept exactly and the tracked objects take only free pixels.
+        kept exactly and the tracked objects take only free pixels. Objects in ``first`` (a
+        positive click on another object there: crossing instruments) take every pixel where
+        they are positive, from the others too.
         """
         if set(obj_ids) >= set(all_objects):
             labels = logits_to_label_map(obj_ids, logits, self.height, self.width)
@@ -148,6 +151,10 @@ class MaskStore:
             fresh = logits_to_label_map(obj_ids, logits, self.height, self.width)
             free = labels == 0
             labels[free] = fresh[free]
+        rows = [i for i, o in enumerate(obj_ids) if o in first]
+        if rows:
+            top = logits_to_label_map([obj_ids[i] for i in rows], logits[rows], self.height, self.width)
+            labels[top > 0] = top[top > 0]
         _, frame_scores, frame_ious = self.frame_state(frame)
         frame_scores.update({o: v for o, v in (scores or {}).items() if o in obj_ids})
         frame_ious.update({o: v for o, v in (ious or {}).items() if o in obj_ids})

@@ -36,7 +36,7 @@ async function showFrame(frame, force) {
   if (!changed) return;
   const [img, overlay, prompts] = await Promise.all([
     S.frameImg && S.frameImg.dataset.frame == frame ? S.frameImg : loadImage(`/api/frame/${frame}`),
-    loadImage(`/api/overlay/${frame}?v=${Date.now()}`), api("GET", `/api/prompts/${frame}`)]);
+    loadImage(`/api/overlay/${frame}?selected=${S.active || 0}&v=${Date.now()}`), api("GET", `/api/prompts/${frame}`)]);
   if (frame !== S.frame) return;  // the user moved on meanwhile
   img.dataset.frame = frame;
   S.frameImg = img; S.overlayImg = overlay; S.prompts = prompts;
@@ -95,18 +95,26 @@ async function prompt(kind, body) {
 
 canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
 canvas.addEventListener("mousedown", (ev) => {
+  if (ev.detail > 1) { S.drag = null; return; }  // the 2nd click of a double-click: the 1st made the point
   const [x, y] = videoXY(ev);
   S.drag = { x0: x, y0: y, x1: x, y1: y, moved: false, negative: ev.button === 2 || ev.shiftKey };
 });
-canvas.addEventListener("mousemove", (ev) => {
+// Move and release are followed outside the canvas too: a box dragged past the edge is
+// clamped to the frame (videoXY) and a release anywhere ends it.
+window.addEventListener("mousemove", (ev) => {
   if (!S.drag) return;
+  if (!ev.buttons) { S.drag = null; draw(); return; }  // released where we could not see it
   [S.drag.x1, S.drag.y1] = videoXY(ev);
   S.drag.moved = Math.hypot(S.drag.x1 - S.drag.x0, S.drag.y1 - S.drag.y0) > canvas.width / 100 + 2;
   if (S.drag.moved) draw();
 });
-canvas.addEventListener("mouseup", (ev) => {
+window.addEventListener("mouseup", (ev) => {
   const d = S.drag; S.drag = null;
-  if (!d || busy()) return;
+  if (!d) return;
+  [d.x1, d.y1] = videoXY(ev);
+  d.moved = d.moved || Math.hypot(d.x1 - d.x0, d.y1 - d.y0) > canvas.width / 100 + 2;
+  draw();
+  if (busy()) return;
   if (d.moved) {
     prompt("box", { box: [Math.min(d.x0, d.x1), Math.min(d.y0, d.y1), Math.max(d.x0, d.x1), Math.max(d.y0, d.y1)] }).catch(() => {});
   } else {
@@ -114,44 +122,73 @@ canvas.addEventListener("mouseup", (ev) => {
   }
 });
 
-function busy() { if (S.info.job && S.info.job.running) { status("tracking is running", true); return true; } return false; }
+function busy() {
+  if (S.info.job && S.info.job.running) { status("tracking is running: wait for it or press Cancel", true); return true; }
+  return false;
+}
 
 async function refreshInfo() {
   S.info = await api("GET", "/api/info");
   renderObjects();
   $("undo").disabled = !S.info.can_undo;
+  const ex = S.info.export, mark = $("export-state");
+  mark.textContent = ex.current ? "\u2713 exported" : ex.ever ? "changes not exported" : "not exported yet";
+  mark.className = ex.current ? "ok" : "pending";
+  mark.title = ex.current ? `the export in ${S.info.output_dir} holds every change`
+                          : "press Export to write the masks (the work itself is saved and survives a restart)";
   if (S.info.version !== S.version) { S.version = S.info.version; S.timeline = await api("GET", "/api/timeline"); drawTimelines(); }
 }
 
+// Rows are kept and updated in place: a re-render (polling, the end of tracking) never takes
+// the focus or a half-typed name away.
 function renderObjects() {
-  const ul = $("objects"); ul.innerHTML = "";
+  const ul = $("objects");
   if (S.active == null && S.info.objects.length) S.active = S.info.objects[0].id;
-  for (const o of S.info.objects) {
-    const li = document.createElement("li");
-    li.className = o.id === S.active ? "active" : ""; li.dataset.id = o.id;
-    const swatch = document.createElement("span"); swatch.className = "swatch";
-    swatch.style.background = `rgb(${o.color.join(",")})`;  // CSSOM, not an inline style attribute (CSP)
-    const id = document.createElement("b"); id.textContent = o.id;
-    li.append(swatch, id);
-    const name = document.createElement("input"); name.type = "text"; name.value = o.name; name.title = "name";
-    name.addEventListener("change", () => api("PATCH", `/api/objects/${o.id}`, { name: name.value }).then(refreshInfo));
-    const type = document.createElement("select"); type.title = "instrument type";
-    for (const t of [""].concat(S.info.types)) { const opt = new Option(t || "(type)", t, false, t === o.type); type.add(opt); }
-    type.addEventListener("change", () => api("PATCH", `/api/objects/${o.id}`, { type: type.value }).then(refreshInfo));
-    const del = document.createElement("button"); del.textContent = "\u2715"; del.title = "delete object";
-    del.addEventListener("click", (ev) => { ev.stopPropagation();
-      api("DELETE", `/api/objects/${o.id}`).then(() => { if (S.active === o.id) S.active = null; return refreshInfo(); })
-        .then(() => showFrame(S.frame, true)).catch(() => {}); });
-    li.append(name, type, del);
+  const rows = new Map([...ul.children].map((li) => [li.dataset.id, li]));
+  S.info.objects.forEach((o, i) => {
+    const li = rows.get(String(o.id)) || objectRow(o);
+    rows.delete(String(o.id));
+    if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);  // only moved when out of order (a move blurs)
+    li.className = o.id === S.active ? "active" : "";
+    const name = li.querySelector("input"), type = li.querySelector("select");
+    if (document.activeElement !== name && !name.dataset.editing) name.value = o.name;
+    if (document.activeElement !== type) type.value = o.type;
     const from = S.info.dirty[String(o.id)];
+    let mark = li.querySelector(".retrack");
     if (from != null) {  // prompted since last tracked (also after a restart): Track re-tracks it from there
-      const mark = document.createElement("span"); mark.className = "retrack";
+      if (!mark) { mark = document.createElement("span"); mark.className = "retrack"; li.append(mark); }
       mark.textContent = `\u27f3 ${from}`; mark.title = `to re-track from frame ${from} (press Track)`;
-      li.append(mark);
-    }
-    li.addEventListener("click", () => { S.active = o.id; renderObjects(); });
-    ul.append(li);
-  }
+    } else if (mark) mark.remove();
+  });
+  for (const li of rows.values()) li.remove();
+}
+
+function objectRow(o) {
+  const li = document.createElement("li"); li.dataset.id = o.id;
+  const swatch = document.createElement("span"); swatch.className = "swatch";
+  swatch.style.background = `rgb(${o.color.join(",")})`;  // CSSOM, not an inline style attribute (CSP)
+  const id = document.createElement("b"); id.textContent = o.id;
+  const name = document.createElement("input"); name.type = "text"; name.value = o.name; name.title = "name";
+  name.addEventListener("input", () => { name.dataset.editing = "1"; });
+  name.addEventListener("change", () => api("PATCH", `/api/objects/${o.id}`, { name: name.value })
+    .then(() => { delete name.dataset.editing; return refreshInfo(); }).catch(() => {}));
+  name.addEventListener("keydown", (ev) => { if (ev.key === "Enter") name.blur(); });
+  const type = document.createElement("select"); type.title = "instrument type";
+  for (const t of [""].concat(S.info.types)) type.add(new Option(t || "(type)", t, false, t === o.type));
+  type.addEventListener("change", () => api("PATCH", `/api/objects/${o.id}`, { type: type.value }).then(refreshInfo).catch(() => {}));
+  const del = document.createElement("button"); del.textContent = "\u2715"; del.title = "delete object (z undoes it)";
+  del.addEventListener("click", (ev) => { ev.stopPropagation();
+    api("DELETE", `/api/objects/${o.id}`).then(() => { if (S.active === o.id) S.active = null; return refreshInfo(); })
+      .then(() => { status(`deleted object ${o.id} with its prompts and masks (Undo / z brings it back)`); return showFrame(S.frame, true); })
+      .catch(() => {}); });
+  li.append(swatch, id, name, type, del);
+  li.addEventListener("click", () => selectObject(o.id));
+  return li;
+}
+
+function selectObject(id) {
+  if (S.active === id) return;
+  S.active = id; renderObjects(); showFrame(S.frame, true);  // the overlay outlines the selected object
 }
 
 function drawTimelines() {
@@ -194,9 +231,23 @@ async function track(direction) {
 }
 
 async function pollTracking() {
+  if (S.polling == null || S.pollBusy) return;
+  S.pollBusy = true;
+  try { await pollOnce(); } finally { S.pollBusy = false; }
+}
+
+async function pollOnce() {
   const job = await api("GET", "/api/track");
   $("progress").max = Math.max(1, job.total); $("progress").value = job.done;
-  if (job.frame != null) await showFrame(job.frame, true);  // masks appear while tracking
+  if (job.running) {
+    status(`tracking: ${job.done} / ${job.total} frames` + (job.frame != null ? ` (at frame ${job.frame})` : ""));
+    if (job.version !== S.version) {  // new masks: the timeline and the frame in view follow them
+      S.version = job.version;
+      S.timeline = await api("GET", "/api/timeline"); drawTimelines();
+      if ($("follow").checked && job.frame != null) await showFrame(job.frame, true);
+      else await showFrame(S.frame, true);  // the view stays where the user put it
+    }
+  }
   if (!job.running) {
     clearInterval(S.polling); S.polling = null; $("cancel").disabled = true;
     status(job.error ? `tracking failed: ${job.error}` : `${job.cancelled ? "cancelled" : "tracked"} ${job.done} frames in ${job.seconds} s`, !!job.error);
@@ -209,14 +260,21 @@ $("track-reverse").onclick = () => track("reverse").catch(() => {});
 $("track-both").onclick = () => track("both").catch(() => {});
 $("cancel").onclick = () => api("POST", "/api/track/cancel").catch(() => {});
 $("undo").onclick = () => api("POST", "/api/undo").then(refreshInfo).then(() => showFrame(S.frame, true)).catch(() => {});
-$("export").onclick = () => { status("exporting..."); api("POST", "/api/export").then((r) => status(`exported to ${r.masks}, ${r.coco}, ${r.overlay}`)).catch(() => {}); };
-$("add-object").onclick = () => api("POST", "/api/objects", {}).then((o) => { S.active = o.id; return refreshInfo(); }).catch(() => {});
+$("export").onclick = () => { status("exporting..."); api("POST", "/api/export")
+  .then((r) => { status(`exported to ${r.masks}, ${r.coco}, ${r.overlay}`); return refreshInfo(); }).catch(() => {}); };
+function addObject() {
+  return api("POST", "/api/objects", {}).then((o) => { S.active = o.id; return refreshInfo(); })
+    .then(() => { status(`object ${S.active}: click or drag on the frame`); return showFrame(S.frame, true); }).catch(() => {});
+}
+$("add-object").onclick = addObject;
 $("preset").onchange = () => api("POST", "/api/preset", { preset: $("preset").value }).then(refreshInfo)
   .then(() => status(`memory preset ${S.info.preset}: the next Track re-tracks every object`)).catch(() => refreshInfo());
 $("slider").oninput = () => showFrame(Number($("slider").value));
 
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.tagName === "INPUT" && ev.target.type === "text") return;
+  const t = ev.target;  // keys typed into a field are text, never shortcuts
+  if ((t.tagName === "INPUT" && !["range", "checkbox", "button"].includes(t.type)) || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable) return;
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const step = ev.shiftKey ? 10 : 1;
   if (ev.key === "ArrowRight") { showFrame(S.frame + step); ev.preventDefault(); }
   else if (ev.key === "ArrowLeft") { showFrame(S.frame - step); ev.preventDefault(); }
@@ -225,13 +283,15 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "n") nextFlagged();
   else if (ev.key === "z") $("undo").click();
   else if (ev.key === "t") $("track-forward").click();
-  else if (/^[1-9]$/.test(ev.key) && S.info.objects.some((o) => o.id === Number(ev.key))) { S.active = Number(ev.key); renderObjects(); }
+  else if (ev.key === "+") addObject();
+  else if (/^[1-9]$/.test(ev.key) && S.info.objects.some((o) => o.id === Number(ev.key))) selectObject(Number(ev.key));
 });
 
 (async function start() {
   await refreshInfo();
   canvas.width = S.info.width; canvas.height = S.info.height;
-  $("title").textContent = `${S.info.video} (${S.info.num_frames} frames)`;
+  const fps = `${Number(S.info.fps.toFixed(2))} fps` + (S.info.fps_source === "default" ? " (a default: the video does not say; --fps or meta.json)" : "");
+  $("title").textContent = `${S.info.video} (${S.info.num_frames} frames, ${fps})`;
   $("slider").max = S.info.num_frames - 1;
   for (const p of S.info.presets) $("preset").add(new Option(p, p, false, p === S.info.preset));
   S.timeline = await api("GET", "/api/timeline");
