@@ -88,6 +88,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # idle pool threads sleep instead of spinning: they would starve the rest of the
+        # process (the host loop, the video decoder) and other processes on shared CPUs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {name: ort.InferenceSession(str(self.dir / g["file"]), options, providers=providers)
                          for name, g in self.manifest["graphs"].items()}

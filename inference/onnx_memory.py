@@ -149,13 +149,14 @@ def resize_matrix(n_in: int, n_out: int, antialias: bool = False) -> np.ndarray:
             weights = np.maximum(0.0, 1.0 - np.abs((j - center + 0.5) * invscale))
             total = weights.sum()
             w[i, lo:hi] = weights / total if total != 0 else weights
-    else:
+    else:  # float32 arithmetic, as torch's CPU kernel
+        scale32 = np.float32(n_in) / np.float32(n_out)
         for i in range(n_out):
-            real = max(scale * (i + 0.5) - 0.5, 0.0)
+            real = max(scale32 * (np.float32(i) + np.float32(0.5)) - np.float32(0.5), np.float32(0.0))
             i0 = int(real)
-            lam = real - i0
+            lam = np.float32(real) - np.float32(i0)
             i1 = i0 + 1 if i0 < n_in - 1 else i0
-            w[i, i0] += 1.0 - lam
+            w[i, i0] += np.float32(1.0) - lam
             w[i, i1] += lam
     return w.astype(np.float32)
 

@@ -17,6 +17,7 @@ from inference.predict import VideoResult, check_output_dir, run_videos
 from inference.prompts import Prompt, PromptSpec, build_prompts
 from inference.video_sources import ImageFolderSource, is_live_spec, list_video_dirs, open_video_source
 from models import build_model
+from models.memory_spec import resolve_memory
 from utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class PredictOptions:
     save_per_object: bool = False
     overlay: bool = False
     no_evict: bool = False
+    backend: str = "torch"
+    onnx_dir: Optional[str] = None
 
     @classmethod
     def from_namespace(cls, args) -> "PredictOptions":
@@ -63,6 +66,8 @@ class PredictOptions:
 
 
 def build_predictor(options: PredictOptions, device=None):
+    if options.backend == "onnxruntime":
+        return build_onnx_predictor(options)
     return build_model(
         config=options.model_cfg,
         checkpoint=options.checkpoint,
@@ -72,6 +77,22 @@ def build_predictor(options: PredictOptions, device=None):
         predictor=True,
         compile=options.compile,
     )
+
+
+def build_onnx_predictor(options: PredictOptions):
+    """The onnxruntime predictor of ``options.onnx_dir``; ``--memory`` and its flags choose
+    the host-side memory rule (the export's by default; the bank size must be the export's)."""
+    from inference.onnx_backend import OnnxVideoPredictor, read_manifest
+    from models.memory_spec import MemorySpec
+
+    exported = MemorySpec(**read_manifest(options.onnx_dir)["memory"])
+    memory = MemorySpec.preset(options.memory).replace(memory_bank_size=exported.memory_bank_size) \
+        if options.memory else exported
+    spec = resolve_memory(memory, {"memory_bank_size": options.memory_bank_size,
+                                   "pruning_threshold": options.pruning_threshold})
+    predictor = OnnxVideoPredictor(options.onnx_dir, memory=spec.as_dict())
+    predictor.memory_spec = spec
+    return predictor
 
 
 def vos_annotation_dir(video_dir: Path) -> Optional[Path]:
@@ -129,6 +150,8 @@ def run_predict_video(options: PredictOptions) -> List[VideoResult]:
         prompts = vos_prompts(source, ann, options.track_later_objects) if ann else build_prompts(options.prompt)
         jobs, sizes = [(source.name, lambda: (source, prompts))], [1]
     run_info = {
+        "backend": options.backend,
+        "onnx_dir": options.onnx_dir,
         "checkpoint": options.checkpoint,
         "model_cfg": options.model_cfg,
         "memory": predictor.memory_spec.describe(),

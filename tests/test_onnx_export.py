@@ -1,0 +1,265 @@
+"""ONNX export + the onnxruntime tracking loop (issue 26), on the random mini model.
+
+One export (module fixture) serves every test: it is checked against PyTorch on export,
+then tracked with the host loop and compared with PyTorch tracking per frame, for the
+sam2, tsms and tsms_fast memories, with mask, click and box prompts on several objects.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inference import onnx_memory
+from inference.onnx_backend import OnnxVideoPredictor, read_manifest
+from models import TrackingSession, build_model
+from models.memory_pruning import SimilarityHistory, select_frames_to_prune
+from models.memory_spec import MemorySpec
+from models.onnx_export import RealRoPEAttention, real_rope_copy, resize_matrix
+from tests.conftest import make_two_object_video
+from utils.bootstrap import REPO_ROOT
+from utils.errors import UserError
+
+NUM_FRAMES = 10  # > num_maskmem: the MS rule acts on the last frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx_video") / "clip"
+    return folder, make_two_object_video(folder, num_frames=NUM_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory, mini_checkpoint):
+    from models.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "mini"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = export_onnx(checkpoint=mini_checkpoint, model_cfg="mini", out=out)
+    return out, manifest
+
+
+# ---------------------------------------------------------------------- pieces equal to PyTorch
+def test_real_valued_rope_equals_sam2s_complex_rope():
+    torch.manual_seed(0)
+    model = build_model(config="mini", memory="tsms")
+    hw, cm = 64, 32
+    attention = real_rope_copy(model.memory_attention, hw)
+    swapped = [m for m in attention.modules() if isinstance(m, RealRoPEAttention)]
+    assert len(swapped) == 4  # self- and cross-attention of both layers
+    originals = [m for m in model.memory_attention.modules() if type(m).__name__ == "RoPEAttention"]
+    q = torch.randn(1, hw, 64)
+    for n_frames, n_ptr in ((1, 4), (5, 12), (3, 0)):
+        k = torch.randn(1, n_frames * hw + n_ptr, cm)
+        for real, complex_ in ((swapped[0], originals[0]), (swapped[1], originals[1])):
+            kk = q if real.rope_k_repeat is False else k
+            with torch.no_grad():
+                want = complex_(q, kk, kk, num_k_exclude_rope=n_ptr if complex_.rope_k_repeat else 0)
+                got = real(q, kk, kk, num_k_exclude_rope=n_ptr if real.rope_k_repeat else 0)
+            assert (got - want).abs().max() <= 1e-6
+    # the model used for tracking is untouched
+    assert not any(isinstance(m, RealRoPEAttention) for m in model.modules())
+
+
+def test_numpy_resizes_and_bf16_equal_torch():
+    torch.manual_seed(0)
+    for n_in, n_out, aa in ((96, 128, True), (854, 128, True), (128, 32, True), (32, 96, False), (32, 854, False)):
+        assert np.abs(onnx_memory.resize_matrix(n_in, n_out, aa) - resize_matrix(n_in, n_out, aa).numpy()).max() < 1e-6
+    x = torch.randn(1, 1, 32, 32) * 10
+    got = onnx_memory.resize(x.numpy(), (96, 128))
+    want = F.interpolate(x, size=(96, 128), mode="bilinear", align_corners=False).numpy()
+    assert np.abs(got - want).max() < 1e-4  # float32 rounding on logits up to ~40
+    y = torch.randn(4096) * 100
+    assert np.array_equal(onnx_memory.round_to_bf16(y.numpy()), y.to(torch.bfloat16).float().numpy())
+
+
+def _memories(n, hw=16, c=8, seed=0):
+    """n memory frames [n, HW, 1, C]; frames 2 and n-3 are near copies of 0 and n-1."""
+    rng = np.random.default_rng(seed)
+    frames = rng.standard_normal((n, hw, 1, c)).astype(np.float32)
+    frames[2] = frames[0] + 0.05 * rng.standard_normal((hw, 1, c))
+    frames[n - 3] = frames[n - 1] + 0.1 * rng.standard_normal((hw, 1, c))
+    return frames
+
+
+@pytest.mark.parametrize("preset", ["tsms", "tsms_fast", "surgsam2"])
+@pytest.mark.parametrize("similarity", ["cosine_spatial", "cosine"])
+def test_numpy_ms_rule_equals_torch(preset, similarity):
+    spec = MemorySpec.preset(preset).replace(similarity=similarity)
+    kwargs = {k: v for k, v in spec.module_kwargs().items() if k in
+              ("memory_bank_size", "prune_frames", "use_mem_split", "similarity", "pruning_threshold")}
+    decisions = 0
+    for n in range(1, 10):
+        for seed in range(3):
+            frames = _memories(max(n, 4), seed=seed)[:n] if n >= 4 else np.random.default_rng(seed).standard_normal((n, 16, 1, 8)).astype(np.float32)
+            want = select_frames_to_prune(torch.from_numpy(frames), **kwargs)
+            got = onnx_memory.select_frames_to_prune(frames, **kwargs)
+            assert got == want, (n, seed)
+            decisions += bool(want)
+            for threshold in (0.5, 0.95):
+                kw = dict(kwargs, pruning_threshold=threshold)
+                assert onnx_memory.select_frames_to_prune(frames, **kw) == select_frames_to_prune(torch.from_numpy(frames), **kw)
+    assert decisions > 5  # the rule acted (planted near-copies are dropped)
+    # the dynamic threshold: the same histories give the same decisions, call after call
+    kw = dict(kwargs, pruning_threshold="auto")
+    ours, theirs = onnx_memory.SimilarityHistory(), SimilarityHistory()
+    for seed in range(12):
+        frames = _memories(7, seed=seed)
+        assert onnx_memory.select_frames_to_prune(frames, history=ours, **kw) == \
+            select_frames_to_prune(torch.from_numpy(frames), history=theirs, **kw)
+    assert ours.scores.keys() == theirs.scores.keys() and sum(map(len, ours.scores.values())) >= 8
+
+
+# ---------------------------------------------------------------------- the export
+def test_export_writes_checked_graphs_and_manifest(export, mini_checkpoint):
+    out, manifest = export
+    assert read_manifest(out) == manifest == json.loads((out / "manifest.json").read_text())
+    assert set(manifest["graphs"]) == {"image_encoder", "mask_prompt", "sam_heads_multi", "sam_heads_single",
+                                       "memory_attention", "memory_encoder", "obj_ptr_tpos"}
+    for name, graph in manifest["graphs"].items():
+        assert (out / graph["file"]).is_file()
+        assert graph["max_abs_error"] is not None and graph["max_abs_error"] < 1e-4, name
+    assert manifest["graphs"]["memory_attention"]["dynamic_axes"]["memory"] == {"0": "memory_tokens", "1": "batch"}
+    assert manifest["settings"]["image_size"] == 128 and manifest["settings"]["num_maskmem"] == 7
+    assert manifest["memory"]["name"] == "tsms"  # an official file + a config file: our default memory
+    assert len(manifest["checkpoint"]["sha256"]) == 64 and manifest["versions"]["onnxruntime"]
+
+
+def _track(predictor, video, masks, tracker="torch"):
+    """Mask prompt (object 1, frame 0), a click (object 2, frame 0), a box (object 3, frame 2)."""
+    source = video
+    if tracker == "torch":
+        from inference.video_sources import ImageFolderSource
+        source = ImageFolderSource(video)
+    with TrackingSession(predictor, source) as session:
+        first = session.add_mask(0, 1, masks[1][0])
+        session.add_points(0, 2, [[100, 65]], [1])
+        session.add_box(2, 3, [60, 20, 110, 60])
+        frames = {r.frame_idx: r for r in session.propagate()}
+        return first, frames, session.attended_tokens_per_frame()
+
+
+def _iou(a, b):
+    union = (a | b).sum()
+    return 1.0 if union == 0 else (a & b).sum() / union
+
+
+@pytest.mark.parametrize("preset", ["sam2", "tsms", "tsms_fast"])
+def test_onnxruntime_tracks_like_pytorch(export, clip, mini_checkpoint, preset):
+    out, _ = export
+    video, masks = clip
+    spec = MemorySpec.preset(preset)
+    torch_predictor = build_model(config="mini", checkpoint=str(mini_checkpoint), memory=preset, predictor=True)
+    first_t, frames_t, tokens_t = _track(torch_predictor, video, masks)
+    first_o, frames_o, tokens_o = _track(OnnxVideoPredictor(out, memory=spec.as_dict()), video, masks, "onnx")
+    assert np.array_equal(first_t.masks(), first_o.masks())
+    assert sorted(frames_t) == sorted(frames_o) == list(range(NUM_FRAMES))
+    ious, area = [], 0
+    for f in frames_t:
+        a, b = frames_t[f].masks(), frames_o[f].masks()
+        assert frames_t[f].obj_ids == frames_o[f].obj_ids == [1, 2, 3]
+        ious += [_iou(a[k], b[k]) for k in range(3)]
+        area += int(a.sum())
+        assert (frames_t[f].mask_logits - frames_o[f].mask_logits).abs().max() < 1e-2
+    assert area > 1000 and min(ious) >= 0.99
+    assert tokens_t == tokens_o  # the same memory kept, frame by frame
+    if preset != "sam2":
+        full = 7 * 64
+        assert min(tokens_o.values()) < max(tokens_o.values()) and any(t < full for t in list(tokens_o.values())[6:])
+
+
+def test_runtime_needs_no_torch(export, clip):
+    """The runtime imports and tracks with torch unimportable (as on a deployment box)."""
+    out, _ = export
+    video, masks = clip
+    np.save(out.parent / "prompt.npy", masks[1][0])
+    code = f"""
+import sys
+sys.modules["torch"] = None  # 'import torch' now raises ImportError
+import numpy as np
+from inference.onnx_backend import OnnxVideoPredictor
+p = OnnxVideoPredictor({str(out)!r}, memory={{"name": "tsms_fast", "use_mem_split": False, "prune_frames": 5}})
+s = p.init_state({str(video)!r})
+p.add_new_mask(s, 0, 1, np.load({str(out.parent / "prompt.npy")!r}))
+areas = [int((m[:, 0] > 0).sum()) for _, _, m in p.propagate_in_video(s, max_frame_num_to_track=4)]
+assert not any(k == "torch" or k.startswith("torch.") for k, v in sys.modules.items() if v is not None)
+print(areas)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    areas = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(areas) == 5 and areas[0] > 100
+
+
+# ---------------------------------------------------------------------- bad input
+def _cli(*args):
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_export_refuses_bad_input(tmp_path, mini_checkpoint):
+    not_ckpt = tmp_path / "notes.pt"
+    not_ckpt.write_text("not a checkpoint")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("keep me")
+    cases = [
+        (["--checkpoint", str(not_ckpt), "--model_cfg", "mini", "--out", str(tmp_path / "a")], "not plain weights"),
+        (["--checkpoint", str(mini_checkpoint), "--model_cfg", "mini", "--out", str(tmp_path / "b"), "--size", "100"], "multiple of 64"),
+        (["--checkpoint", str(mini_checkpoint), "--model_cfg", "mini", "--out", str(full)], "refusing to write over it"),
+    ]
+    for args, message in cases:
+        done = _cli("inference/export_onnx.py", *args)
+        assert done.returncode == 2, done.stderr[-1500:]
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("error:") and message in lines[-1], lines[-3:]
+    assert (full / "mine.txt").read_text() == "keep me" and sorted(p.name for p in full.iterdir()) == ["mine.txt"]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_loader_refuses_other_versions_and_damaged_files(export, tmp_path):
+    import shutil
+
+    out, manifest = export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "manifest.json").write_text(json.dumps(dict(manifest, format_version=99)))
+    with pytest.raises(UserError, match="format version 99"):
+        OnnxVideoPredictor(copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with open(copy / "obj_ptr_tpos.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(UserError, match="does not match its manifest"):
+        OnnxVideoPredictor(copy)
+    with pytest.raises(UserError, match="no manifest.json"):
+        OnnxVideoPredictor(tmp_path)
+    with pytest.raises(UserError, match="memory_bank_size 5 differs"):
+        OnnxVideoPredictor(out, memory={"memory_bank_size": 5})
+
+
+def test_predict_video_onnxruntime_backend(export, clip, tmp_path):
+    from data.mask_io import read_label_png, write_label_png
+
+    out, _ = export
+    video, masks = clip
+    prompt = tmp_path / "first.png"
+    write_label_png(prompt, masks[1][0].astype(np.uint8) + 2 * masks[2][0].astype(np.uint8))
+    results = tmp_path / "results"
+    done = _cli("inference/predict_video.py", "--backend", "onnxruntime", "--onnx_dir", str(out), "--video_path",
+                str(video), "--mask_path", str(prompt), "--memory", "tsms_fast", "--output_dir", str(results), "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    pngs = sorted((results / "clip").glob("*.png"))
+    assert len(pngs) == NUM_FRAMES and set(np.unique(read_label_png(pngs[-1]))) <= {0, 1, 2}
+    summary = json.loads((results / "summary.json").read_text())
+    run = summary["runs"][-1] if "runs" in summary else summary
+    assert "onnxruntime" in json.dumps(run) and "tsms_fast" in json.dumps(run)
+    bad = _cli("inference/predict_video.py", "--backend", "onnxruntime", "--video_path", str(video),
+               "--mask_path", str(prompt))
+    assert bad.returncode == 2 and "needs --onnx_dir" in bad.stderr
