@@ -91,6 +91,7 @@ class OnnxModel:
         # idle pool threads sleep instead of spinning: they would starve the rest of the
         # process (the host loop, the video decoder) and other processes on shared CPUs
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only (shape-merge notes on Hiera's padding are harmless)
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {name: ort.InferenceSession(str(self.dir / g["file"]), options, providers=providers)
                          for name, g in self.manifest["graphs"].items()}

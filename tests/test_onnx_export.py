@@ -263,3 +263,18 @@ def test_predict_video_onnxruntime_backend(export, clip, tmp_path):
     bad = _cli("inference/predict_video.py", "--backend", "onnxruntime", "--video_path", str(video),
                "--mask_path", str(prompt))
     assert bad.returncode == 2 and "needs --onnx_dir" in bad.stderr
+
+
+@pytest.mark.slow
+def test_speed_benchmark_runs_both_backends(tmp_path, restore_logging):
+    from eval import benchmark_speed
+
+    out = tmp_path / "speed"
+    argv = ["--models", "mini", "--sizes", "128", "--frames", "10", "--repeats", "1", "--memories", "tsms",
+            "--backends", "torch", "onnxruntime", "--threads", "1", "--out", str(out)]
+    assert benchmark_speed.main(argv) == 0
+    rows = {r["predictor"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert set(rows) == {"sam2 (Meta)", "ours (tsms, fp32)", "onnxruntime (tsms, fp32)"}
+    onnx = rows["onnxruntime (tsms, fp32)"]
+    assert onnx["time_vs_torch_same_memory"] > 0 and onnx["memory_tokens"] == rows["ours (tsms, fp32)"]["memory_tokens"]
+    assert "time vs PyTorch" in out.with_suffix(".md").read_text()
