@@ -155,6 +155,9 @@ class OnnxVideoPredictor:
                             f"{self.num_maskmem}; export again with that bank size")
         if self.memory.get("module") == "tsms" and self.memory.get("pool_size", 1) > 1:
             raise UserError("memory pooling (pool_size > 1, e.g. tsms_pool) is not in the onnxruntime loop yet")
+        unsupported = [k for k in ("non_overlap_masks", "clear_non_cond_mem_around_input") if settings.get(k)]
+        if unsupported:
+            raise UserError(f"the onnxruntime loop does not implement {', '.join(unsupported)} (set in this export)")
         self.add_all_frames_to_correct_as_cond = False
         self.hw = self.feat_size * self.feat_size
 
