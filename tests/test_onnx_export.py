@@ -41,9 +41,14 @@ def export(tmp_path_factory, mini_checkpoint):
     from models.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "mini"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        manifest = export_onnx(checkpoint=mini_checkpoint, model_cfg="mini", out=out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # far faster than 2 on shared cores (see conftest's one_torch_thread)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            manifest = export_onnx(checkpoint=mini_checkpoint, model_cfg="mini", out=out)
+    finally:
+        torch.set_num_threads(threads)
     return out, manifest
 
 
@@ -133,18 +138,23 @@ def test_export_writes_checked_graphs_and_manifest(export, mini_checkpoint):
     assert len(manifest["checkpoint"]["sha256"]) == 64 and manifest["versions"]["onnxruntime"]
 
 
-def _track(predictor, video, masks, tracker="torch"):
-    """Mask prompt (object 1, frame 0), a click (object 2, frame 0), a box (object 3, frame 2)."""
+def _track(predictor, video, masks, tracker="torch", correct=False):
+    """Mask prompt (object 1, frame 0), a click (object 2, frame 0), a box (object 3, frame 2);
+    with ``correct``, then a correction click on tracked frame 6 and tracking from there
+    backwards and forwards. Returns the prompt results, {(pass, frame): result}, tokens."""
     source = video
     if tracker == "torch":
         from inference.video_sources import ImageFolderSource
         source = ImageFolderSource(video)
     with TrackingSession(predictor, source) as session:
-        first = session.add_mask(0, 1, masks[1][0])
-        session.add_points(0, 2, [[100, 65]], [1])
-        session.add_box(2, 3, [60, 20, 110, 60])
-        frames = {r.frame_idx: r for r in session.propagate()}
-        return first, frames, session.attended_tokens_per_frame()
+        prompts = [session.add_mask(0, 1, masks[1][0]), session.add_points(0, 2, [[100, 65]], [1]),
+                   session.add_box(2, 3, [60, 20, 110, 60])]
+        frames = {(0, r.frame_idx): r for r in session.propagate()}
+        if correct:
+            prompts.append(session.add_points(6, 1, [[70, 45], [20, 80]], [1, 0]))
+            frames.update({(1, r.frame_idx): r for r in session.propagate(direction="reverse", start_frame=6, max_frames=3)})
+            frames.update({(2, r.frame_idx): r for r in session.propagate(start_frame=6)})
+        return prompts, frames, session.attended_tokens_per_frame()
 
 
 def _iou(a, b):
@@ -153,22 +163,25 @@ def _iou(a, b):
 
 
 @pytest.mark.parametrize("preset", ["sam2", "tsms", "tsms_fast"])
-def test_onnxruntime_tracks_like_pytorch(export, clip, mini_checkpoint, preset):
+def test_onnxruntime_tracks_like_pytorch(export, clip, mini_checkpoint, preset, one_torch_thread):
     out, _ = export
     video, masks = clip
     spec = MemorySpec.preset(preset)
+    correct = preset == "tsms"  # corrections (clicks on a tracked frame) and reverse tracking, once
     torch_predictor = build_model(config="mini", checkpoint=str(mini_checkpoint), memory=preset, predictor=True)
-    first_t, frames_t, tokens_t = _track(torch_predictor, video, masks)
-    first_o, frames_o, tokens_o = _track(OnnxVideoPredictor(out, memory=spec.as_dict()), video, masks, "onnx")
-    assert np.array_equal(first_t.masks(), first_o.masks())
-    assert sorted(frames_t) == sorted(frames_o) == list(range(NUM_FRAMES))
+    prompts_t, frames_t, tokens_t = _track(torch_predictor, video, masks, correct=correct)
+    prompts_o, frames_o, tokens_o = _track(OnnxVideoPredictor(out, memory=spec.as_dict()), video, masks, "onnx", correct)
+    for a, b in zip(prompts_t, prompts_o):
+        assert a.obj_ids == b.obj_ids and np.array_equal(a.masks(), b.masks())
+    assert sorted(frames_t) == sorted(frames_o)
+    assert len(frames_t) == NUM_FRAMES + (4 + 4 if correct else 0)  # reverse 6..3, forward 6..9
     ious, area = [], 0
-    for f in frames_t:
-        a, b = frames_t[f].masks(), frames_o[f].masks()
-        assert frames_t[f].obj_ids == frames_o[f].obj_ids == [1, 2, 3]
+    for key in frames_t:
+        a, b = frames_t[key].masks(), frames_o[key].masks()
+        assert frames_t[key].obj_ids == frames_o[key].obj_ids == [1, 2, 3]
         ious += [_iou(a[k], b[k]) for k in range(3)]
         area += int(a.sum())
-        assert (frames_t[f].mask_logits - frames_o[f].mask_logits).abs().max() < 1e-2
+        assert (frames_t[key].mask_logits - frames_o[key].mask_logits).abs().max() < 1e-2
     assert area > 1000 and min(ious) >= 0.99
     assert tokens_t == tokens_o  # the same memory kept, frame by frame
     if preset != "sam2":
@@ -200,25 +213,28 @@ print(areas)
 
 
 # ---------------------------------------------------------------------- bad input
-def _cli(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+def _cli(main, *args) -> int:
+    from utils.cli import run_cli
+
+    return run_cli(main, [str(a) for a in args])
 
 
-def test_export_refuses_bad_input(tmp_path, mini_checkpoint):
+def test_export_refuses_bad_input(tmp_path, mini_checkpoint, capsys, restore_logging):
+    from inference.export_onnx import main
+
     not_ckpt = tmp_path / "notes.pt"
     not_ckpt.write_text("not a checkpoint")
     full = tmp_path / "full"
     full.mkdir()
     (full / "mine.txt").write_text("keep me")
     cases = [
-        (["--checkpoint", str(not_ckpt), "--model_cfg", "mini", "--out", str(tmp_path / "a")], "not plain weights"),
-        (["--checkpoint", str(mini_checkpoint), "--model_cfg", "mini", "--out", str(tmp_path / "b"), "--size", "100"], "multiple of 64"),
-        (["--checkpoint", str(mini_checkpoint), "--model_cfg", "mini", "--out", str(full)], "refusing to write over it"),
+        (["--checkpoint", not_ckpt, "--model_cfg", "mini", "--out", tmp_path / "a"], "not plain weights"),
+        (["--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--out", tmp_path / "b", "--size", "100"], "multiple of 64"),
+        (["--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--out", full], "refusing to write over it"),
     ]
     for args, message in cases:
-        done = _cli("inference/export_onnx.py", *args)
-        assert done.returncode == 2, done.stderr[-1500:]
-        lines = done.stderr.strip().splitlines()
+        assert _cli(main, *args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith("error:") and message in lines[-1], lines[-3:]
     assert (full / "mine.txt").read_text() == "keep me" and sorted(p.name for p in full.iterdir()) == ["mine.txt"]
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -244,25 +260,25 @@ def test_loader_refuses_other_versions_and_damaged_files(export, tmp_path):
         OnnxVideoPredictor(out, memory={"memory_bank_size": 5})
 
 
-def test_predict_video_onnxruntime_backend(export, clip, tmp_path):
+def test_predict_video_onnxruntime_backend(export, clip, tmp_path, capsys, restore_logging):
     from data.mask_io import read_label_png, write_label_png
+    from inference.predict_video import main
 
     out, _ = export
     video, masks = clip
     prompt = tmp_path / "first.png"
     write_label_png(prompt, masks[1][0].astype(np.uint8) + 2 * masks[2][0].astype(np.uint8))
     results = tmp_path / "results"
-    done = _cli("inference/predict_video.py", "--backend", "onnxruntime", "--onnx_dir", str(out), "--video_path",
-                str(video), "--mask_path", str(prompt), "--memory", "tsms_fast", "--output_dir", str(results), "--quiet")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert _cli(main, "--backend", "onnxruntime", "--onnx_dir", out, "--video_path", video, "--mask_path", prompt,
+                "--memory", "tsms_fast", "--output_dir", results, "--quiet") == 0
     pngs = sorted((results / "clip").glob("*.png"))
     assert len(pngs) == NUM_FRAMES and set(np.unique(read_label_png(pngs[-1]))) <= {0, 1, 2}
     summary = json.loads((results / "summary.json").read_text())
     run = summary["runs"][-1] if "runs" in summary else summary
     assert "onnxruntime" in json.dumps(run) and "tsms_fast" in json.dumps(run)
-    bad = _cli("inference/predict_video.py", "--backend", "onnxruntime", "--video_path", str(video),
-               "--mask_path", str(prompt))
-    assert bad.returncode == 2 and "needs --onnx_dir" in bad.stderr
+    capsys.readouterr()
+    assert _cli(main, "--backend", "onnxruntime", "--video_path", video, "--mask_path", prompt) == 2
+    assert "needs --onnx_dir" in capsys.readouterr().err
 
 
 @pytest.mark.slow
