@@ -74,7 +74,6 @@ def onnx_parity(*, checkpoint, dataset_dir, memories, model_cfg=None, onnx_dir=N
     from inference.onnx_backend import OnnxVideoPredictor
     from inference.video_sources import list_video_dirs
     from models import build_model
-    from models.memory_spec import MemorySpec
     from models.onnx_export import export_onnx
 
     dataset_dir = Path(dataset_dir)

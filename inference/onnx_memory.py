@@ -14,6 +14,7 @@ Each function mirrors a PyTorch one and is tested equal to it (tests/test_onnx_e
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -134,8 +135,10 @@ def round_to_bf16(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), x, out).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=32)
 def resize_matrix(n_in: int, n_out: int, antialias: bool = False) -> np.ndarray:
-    """``[n_out, n_in]`` float32 weights of torch's 1-D bilinear resize (align_corners=False)."""
+    """``[n_out, n_in]`` float32 weights of torch's 1-D bilinear resize (align_corners=False);
+    cached (every frame of a video needs the same ones), read-only."""
     scale = n_in / n_out
     w = np.zeros((n_out, n_in), dtype=np.float64)
     if antialias:
@@ -158,7 +161,9 @@ def resize_matrix(n_in: int, n_out: int, antialias: bool = False) -> np.ndarray:
             i1 = i0 + 1 if i0 < n_in - 1 else i0
             w[i, i0] += np.float32(1.0) - lam
             w[i, i1] += lam
-    return w.astype(np.float32)
+    w = w.astype(np.float32)
+    w.flags.writeable = False
+    return w
 
 
 def resize(x: np.ndarray, size, antialias: bool = False) -> np.ndarray:
