@@ -175,14 +175,16 @@ def test_onnxruntime_tracks_like_pytorch(export, clip, mini_checkpoint, preset, 
         assert a.obj_ids == b.obj_ids and np.array_equal(a.masks(), b.masks())
     assert sorted(frames_t) == sorted(frames_o)
     assert len(frames_t) == NUM_FRAMES + (4 + 4 if correct else 0)  # reverse 6..3, forward 6..9
-    ious, area = [], 0
+    ious, area, worst = [], 0, 0.0
     for key in frames_t:
         a, b = frames_t[key].masks(), frames_o[key].masks()
         assert frames_t[key].obj_ids == frames_o[key].obj_ids == [1, 2, 3]
         ious += [_iou(a[k], b[k]) for k in range(3)]
         area += int(a.sum())
-        assert (frames_t[key].mask_logits - frames_o[key].mask_logits).abs().max() < 1e-2
+        worst = max(worst, float((frames_t[key].mask_logits - frames_o[key].mask_logits).abs().max()))
     assert area > 1000 and min(ious) >= 0.99
+    # ~1e-6 here; a host loop that skipped sam2's bf16 storage of memory features is off by ~1e-5
+    assert worst < 5e-6
     assert tokens_t == tokens_o  # the same memory kept, frame by frame
     if preset != "sam2":
         full = 7 * 64
@@ -294,3 +296,26 @@ def test_speed_benchmark_runs_both_backends(tmp_path, restore_logging):
     onnx = rows["onnxruntime (tsms, fp32)"]
     assert onnx["time_vs_torch_same_memory"] > 0 and onnx["memory_tokens"] == rows["ours (tsms, fp32)"]["memory_tokens"]
     assert "time vs PyTorch" in out.with_suffix(".md").read_text()
+
+
+def test_parity_report_on_a_vos_split(export, mini_checkpoint, tmp_path, one_torch_thread, restore_logging, capsys):
+    """eval/onnx_parity.py, the script the lead runs on the trained checkpoint, on a tiny split."""
+    from data.mask_io import write_label_png
+    from eval.onnx_parity import main
+
+    out, _ = export
+    root = tmp_path / "split"
+    gt = make_two_object_video(root / "JPEGImages" / "v1", num_frames=8, seed=3)
+    (root / "Annotations" / "v1").mkdir(parents=True)
+    for t in range(8):
+        write_label_png(root / "Annotations" / "v1" / f"{t:05d}.png", (gt[1][t] + 2 * gt[2][t]).astype(np.uint8))
+    report = tmp_path / "report"
+    assert _cli(main, "--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--dataset_dir", root, "--onnx_dir", out,
+                "--memories", "sam2", "tsms_fast", "--out", report) == 0
+    rows = json.loads((report / "onnx_parity.json").read_text())["rows"]
+    assert [r["memory"] for r in rows] == ["sam2", "tsms_fast"]
+    for r in rows:
+        assert r["frames"] == 8 and r["min_iou"] >= 0.99 and abs(r["dice_torch"] - r["dice_onnx"]) < 1e-3
+    assert "| tsms_fast | 1 | 8 |" in capsys.readouterr().out
+    assert _cli(main, "--checkpoint", mini_checkpoint, "--model_cfg", "mini", "--dataset_dir", root, "--onnx_dir", out,
+                "--out", report) == 2  # never over an earlier report
