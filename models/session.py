@@ -13,8 +13,9 @@ benchmarks, the ablation) goes through this class, so a fix or a speed-up lands 
 It works with our :class:`~models.predictor.TSMSVideoPredictor` (lazy frame sources,
 output eviction), with sam2's own ``SAM2VideoPredictor`` (a JPEG folder path), which
 the benchmarks compare against, and with another backend of that API
-(``inference.onnx_backend.OnnxVideoPredictor``: NumPy outputs, converted here). The per-video state is sam2's plain dict; per-frame memory
-statistics are recorded here, not on the modules.
+(``inference.onnx_backend.OnnxVideoPredictor``: NumPy outputs, converted here). The
+per-video state is sam2's plain dict; per-frame memory statistics are recorded here, not
+on the modules.
 """
 
 from __future__ import annotations
