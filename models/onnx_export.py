@@ -38,6 +38,16 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
+def _shapes(path) -> dict:
+    """``{tensor: [dim, ...]}`` of a graph's inputs and outputs (a dynamic axis by its name);
+    inputs the exporter dropped as unused are absent."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.input) + list(graph.output)}
+
+
 def _check_out_dir(out) -> None:
     from pathlib import Path
 
@@ -114,6 +124,7 @@ def export_onnx(*, checkpoint, out, model_cfg=None, size=None, check: bool = Tru
             log.info("exported %-17s max abs error vs PyTorch: %s", name, f"{error:.2e}" if error is not None else "unchecked")
             names_in, names_out, dynamic = GRAPH_IO[name]
             entries[name] = {"file": path.name, "sha256": _sha256(path), "inputs": names_in, "outputs": names_out,
+                             "shapes": _shapes(path),
                              "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in dynamic.items()},
                              "max_abs_error": error}
         np.savez(tmp / CONSTANTS, **host_constants(model))

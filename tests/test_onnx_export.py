@@ -133,6 +133,9 @@ def test_export_writes_checked_graphs_and_manifest(export, mini_checkpoint):
         assert (out / graph["file"]).is_file()
         assert graph["max_abs_error"] is not None and graph["max_abs_error"] < 1e-4, name
     assert manifest["graphs"]["memory_attention"]["dynamic_axes"]["memory"] == {"0": "memory_tokens", "1": "batch"}
+    shapes = manifest["graphs"]["memory_attention"]["shapes"]
+    assert shapes["memory"] == ["memory_tokens", "batch", 32] and shapes["pix_feat_with_mem"][1:] == [64, 8, 8]
+    assert manifest["graphs"]["image_encoder"]["shapes"]["image"] == [1, 3, 128, 128]
     assert manifest["settings"]["image_size"] == 128 and manifest["settings"]["num_maskmem"] == 7
     assert manifest["memory"]["name"] == "tsms"  # an official file + a config file: our default memory
     assert len(manifest["checkpoint"]["sha256"]) == 64 and manifest["versions"]["onnxruntime"]
