@@ -26,7 +26,7 @@ import numpy as np
 
 from inference.onnx_model import FolderFrames, OnnxModel, preprocess_frame, read_manifest  # noqa: F401 (API)
 from inference.onnx_memory import (SimilarityHistory, evict_unreachable_outputs, forget_evicted_frame,
-                                   keep_indices, resize, round_to_bf16, select_frames_to_prune)
+                                   avg_pool_tokens, keep_indices, resize, round_to_bf16, select_frames_to_prune)
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ class OnnxVideoPredictor:
         if int(self.memory["memory_bank_size"]) != self.num_maskmem:
             raise UserError(f"memory_bank_size {self.memory['memory_bank_size']} differs from the export's "
                             f"{self.num_maskmem}; export again with that bank size")
-        if self.memory.get("module") == "tsms" and self.memory.get("pool_size", 1) > 1:
-            raise UserError("memory pooling (pool_size > 1, e.g. tsms_pool) is not in the onnxruntime loop yet")
         unsupported = [k for k in ("non_overlap_masks", "clear_non_cond_mem_around_input") if settings.get(k)]
         if unsupported:
             raise UserError(f"the onnxruntime loop does not implement {', '.join(unsupported)} (set in this export)")
@@ -88,7 +86,7 @@ class OnnxVideoPredictor:
             "temp_output_dict_per_obj": {},
             "frames_tracked_per_obj": {},
             "similarity_history": SimilarityHistory(),
-            "memory_calls": [],  # (frames in, kept, tokens per frame, pointer tokens) per call, drained by the session
+            "memory_calls": [],  # MemoryAttentionStats fields per call, drained by the session
         }
 
     def reset_state(self, state) -> None:
@@ -265,11 +263,29 @@ class OnnxVideoPredictor:
         ptrs, ptrs_pos = self._object_pointers(state, frame_idx, out_dict, selected, unselected, reverse)
         n_in = len(frames)
         frames, frames_pos = self._prune(state, frames, frames_pos)
-        state["memory_calls"].append((n_in, len(frames), self.hw, int(ptrs.shape[0])))
+        n_kept = len(frames)
+        frames, frames_pos, pooled, pooled_pos = self._pool(frames, frames_pos)
+        per_frame = pooled[0].shape[0] if pooled else 0
+        state["memory_calls"].append((n_in, n_kept, self.hw, int(ptrs.shape[0]), len(pooled), per_frame))
+        # keys: [full-resolution frames (RoPE), pooled frames, object pointers (no RoPE)], as TSMS orders them
         (out,) = self.model.run("memory_attention", vision_feat=feat, vision_pos=f["vision_pos"],
                                 memory=np.concatenate(frames), memory_pos=np.concatenate(frames_pos),
-                                memory_norope=ptrs, memory_norope_pos=ptrs_pos)
+                                memory_norope=np.concatenate(pooled + [ptrs]),
+                                memory_norope_pos=np.concatenate(pooled_pos + [ptrs_pos]))
         return out
+
+    def _pool(self, frames, frames_pos):
+        """TSMS's pooling (``pool_size`` > 1): kept frames older than the newest
+        ``full_res_frames`` are average-pooled; returns (full frames, their pos, pooled, pooled pos)."""
+        spec, k = self.memory, int(self.memory.get("pool_size", 1))
+        side = int(round(self.hw ** 0.5))
+        n_pool = len(frames) - int(spec.get("full_res_frames", 2))
+        if spec.get("module") != "tsms" or not spec.get("enabled", True) or k <= 1 or n_pool <= 0 \
+                or side * side != self.hw:
+            return frames, frames_pos, [], []
+        pooled = [avg_pool_tokens(x, side, k) for x in frames[:n_pool]]
+        pooled_pos = [avg_pool_tokens(x, side, k) for x in frames_pos[:n_pool]]
+        return frames[n_pool:], frames_pos[n_pool:], pooled, pooled_pos
 
     def _object_pointers(self, state, frame_idx, out_dict, selected, unselected, reverse):
         """Pointer tokens ``[K, 1, Cm]`` and their positions, as sam2 builds them."""

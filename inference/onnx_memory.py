@@ -126,6 +126,21 @@ def keep_indices(n: int, dropped: Sequence[int]) -> List[int]:
     return [i for i in range(n) if i not in gone]
 
 
+def avg_pool_tokens(x: np.ndarray, side: int, k: int) -> np.ndarray:
+    """One memory frame ``[side*side, B, C]`` average-pooled ``k x k`` -> ``[side'^2, B, C]``:
+    torch's ``avg_pool2d(k, ceil_mode=True)`` (edge windows average what they cover)."""
+    b, c = x.shape[1:]
+    grid = x.reshape(side, side, b, c)
+    out_side = -(-side // k)
+    pad = out_side * k - side
+    if pad:
+        grid = np.pad(grid, ((0, pad), (0, pad), (0, 0), (0, 0)))
+    sums = grid.reshape(out_side, k, out_side, k, b, c).sum(axis=(1, 3), dtype=np.float32)
+    ones = np.pad(np.ones((side, side), np.float32), ((0, pad), (0, pad)))
+    counts = ones.reshape(out_side, k, out_side, k).sum(axis=(1, 3))
+    return (sums / counts[:, :, None, None]).reshape(-1, b, c).astype(np.float32)
+
+
 # ---------------------------------------------------------------------- numerics
 def round_to_bf16(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 (round to nearest even, as torch) -> float32."""

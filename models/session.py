@@ -303,7 +303,7 @@ def _as_tensor(x) -> torch.Tensor:
 
 def _backend_memory_calls(state) -> List[MemoryAttentionStats]:
     """What another backend's memory attention attended since the last call (it appends
-    ``(frames_in, frames_kept, tokens_per_frame, obj_ptr_tokens)`` to ``state["memory_calls"]``)."""
+    :class:`MemoryAttentionStats` fields, as a tuple, to ``state["memory_calls"]``)."""
     calls = state.get("memory_calls")
     if not calls:
         return []

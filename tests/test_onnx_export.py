@@ -82,6 +82,11 @@ def test_numpy_resizes_and_bf16_equal_torch():
     got = onnx_memory.resize(x.numpy(), (96, 128))
     want = F.interpolate(x, size=(96, 128), mode="bilinear", align_corners=False).numpy()
     assert np.abs(got - want).max() < 1e-4  # float32 rounding on logits up to ~40
+    for side, k in ((8, 2), (7, 2), (9, 4)):  # TSMS pooling, divisible or not
+        x = torch.randn(side * side, 2, 5)
+        want = F.avg_pool2d(x.reshape(side, side, 2, 5).permute(2, 3, 0, 1), k, ceil_mode=True)
+        want = want.flatten(2).permute(2, 0, 1).numpy()
+        assert np.abs(onnx_memory.avg_pool_tokens(x.numpy(), side, k) - want).max() < 1e-6
     y = torch.randn(4096) * 100
     assert np.array_equal(onnx_memory.round_to_bf16(y.numpy()), y.to(torch.bfloat16).float().numpy())
 
@@ -165,7 +170,7 @@ def _iou(a, b):
     return 1.0 if union == 0 else (a & b).sum() / union
 
 
-@pytest.mark.parametrize("preset", ["sam2", "tsms", "tsms_fast"])
+@pytest.mark.parametrize("preset", ["sam2", "tsms", "tsms_fast", "tsms_pool"])
 def test_onnxruntime_tracks_like_pytorch(export, clip, mini_checkpoint, preset, one_torch_thread):
     out, _ = export
     video, masks = clip
