@@ -96,7 +96,33 @@ class OnnxVideoPredictor:
         state["similarity_history"] = SimilarityHistory()
 
     def remove_object(self, state, obj_id, strict=False, need_output=True):
-        raise UserError("removing an object is not supported by the onnxruntime backend; start a new session")
+        """sam2's ``remove_object``: forget one object; returns (object ids, [(frame, masks)]
+        for the frames it was prompted on)."""
+        idx = state["obj_id_to_idx"].get(obj_id)
+        if idx is None:
+            if strict:
+                raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
+                                   f"All existing object ids: {state['obj_ids']}.")
+            return state["obj_ids"], []
+        if len(state["obj_id_to_idx"]) == 1:
+            self.reset_state(state)
+            return state["obj_ids"], []
+        prompted = set(state["point_inputs_per_obj"][idx]) | set(state["mask_inputs_per_obj"][idx])
+        remaining = [o for o in state["obj_ids"] if o != obj_id]
+        old = [state["obj_id_to_idx"][o] for o in remaining]
+        for key in _PER_OBJECT_KEYS:  # in place: sessions' views share these dicts
+            values = [state[key][i] for i in old]
+            state[key].clear()
+            state[key].update(enumerate(values))
+        state["obj_id_to_idx"] = OrderedDict((o, i) for i, o in enumerate(remaining))
+        state["obj_idx_to_id"] = OrderedDict(enumerate(remaining))
+        state["obj_ids"] = remaining
+        updated = []
+        if need_output:
+            for frame_idx in sorted(prompted):
+                is_cond = any(frame_idx in t["cond_frame_outputs"] for t in state["temp_output_dict_per_obj"].values())
+                updated.append((frame_idx, self._consolidated_video_res(state, frame_idx, is_cond)))
+        return state["obj_ids"], updated
 
     def _obj_idx(self, state, obj_id) -> int:
         idx = state["obj_id_to_idx"].get(obj_id)

@@ -199,6 +199,27 @@ def test_onnxruntime_tracks_like_pytorch(export, clip, mini_checkpoint, preset, 
         assert min(tokens_o.values()) < max(tokens_o.values()) and any(t < full for t in list(tokens_o.values())[6:])
 
 
+def test_removing_an_object_tracks_the_others_like_pytorch(export, clip, mini_checkpoint, one_torch_thread):
+    from inference.video_sources import ImageFolderSource
+
+    out, _ = export
+    video, masks = clip
+    results = {}
+    for name, predictor, source in (
+            ("torch", build_model(config="mini", checkpoint=str(mini_checkpoint), memory="tsms", predictor=True),
+             ImageFolderSource(video)),
+            ("onnx", OnnxVideoPredictor(out, memory=MemorySpec.preset("tsms").as_dict()), video)):
+        with TrackingSession(predictor, source) as session:
+            session.add_mask(0, 1, masks[1][0])
+            session.add_mask(0, 2, masks[2][0])
+            list(session.propagate(max_frames=3))
+            session.remove_object(1)
+            results[name] = [(r.obj_ids, r.masks()) for r in session.propagate(max_frames=6)]
+    assert len(results["torch"]) == len(results["onnx"]) == 7
+    for (ids_t, m_t), (ids_o, m_o) in zip(results["torch"], results["onnx"]):
+        assert ids_t == ids_o == [2] and _iou(m_t[0], m_o[0]) >= 0.99
+
+
 def test_runtime_needs_no_torch(export, clip):
     """The runtime imports and tracks with torch unimportable (as on a deployment box)."""
     out, _ = export
