@@ -32,6 +32,7 @@ from utils.errors import UserError
 log = logging.getLogger(__name__)
 
 NO_OBJ_SCORE = -1024.0
+LIVE_NUM_FRAMES = 2**31 - 1  # a live stream's length is unknown; an upper bound, as models.frames
 _PER_OBJECT_KEYS = ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
                     "temp_output_dict_per_obj", "frames_tracked_per_obj")
 
@@ -70,7 +71,7 @@ class OnnxVideoPredictor:
         source = video if hasattr(video, "read") else FolderFrames(video)
         return {
             "images": source,
-            "num_frames": len(source),
+            "num_frames": LIVE_NUM_FRAMES if getattr(source, "live", False) else len(source),
             "video_height": source.height,
             "video_width": source.width,
             "device": "cpu",

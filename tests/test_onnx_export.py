@@ -220,6 +220,31 @@ def test_removing_an_object_tracks_the_others_like_pytorch(export, clip, mini_ch
         assert ids_t == ids_o == [2] and _iou(m_t[0], m_o[0]) >= 0.99
 
 
+def test_live_stream_on_onnxruntime_equals_offline(export, tmp_path):
+    """A live source (frames arrive one by one, the end comes as EndOfStream) gives the
+    offline masks, and stops cleanly at its end."""
+    from PIL import Image
+
+    from data.mask_io import read_label_png
+    from inference.predict import segment_video
+    from inference.prompts import Prompt
+    from inference.video_sources import StreamSource, open_video_source
+
+    out, _ = export
+    n = 18  # >= 16 frames: sam2 then reads the same object-pointer window as for a stream
+    video = tmp_path / "src" / "clip"
+    masks = make_two_object_video(video, num_frames=n)
+    predictor = OnnxVideoPredictor(out)
+    frames = (np.array(Image.open(p).convert("RGB")) for p in sorted(video.glob("*.jpg")))
+    prompt = Prompt(obj_id=1, frame_idx=0, mask=masks[1][0])
+    live = segment_video(predictor, StreamSource(frames, name="live"), [prompt], tmp_path / "live")
+    offline = segment_video(predictor, open_video_source(video), [prompt], tmp_path / "off")
+    assert live.live and live.frames == offline.frames == n
+    for t in range(n):
+        a = read_label_png(tmp_path / "live" / "live" / f"{t:05d}.png")
+        assert np.array_equal(a, read_label_png(tmp_path / "off" / "clip" / f"{t:05d}.png")) and (t > 0 or a.any())
+
+
 def test_runtime_needs_no_torch(export, clip):
     """The runtime imports and tracks with torch unimportable (as on a deployment box)."""
     out, _ = export
