@@ -64,22 +64,44 @@ class Timer:
         return time.perf_counter() - self._start
 
 
-def variants(memories, dtypes, compile_modes, device) -> list:
-    """(name, kind, memory, dtype, compiled) of every predictor in the run; sam2's first."""
+def variants(memories, dtypes, compile_modes, device, backends=("torch",)) -> list:
+    """(name, kind, memory, dtype, compiled) of every predictor in the run; sam2's first.
+    ``backends``: ``torch`` (ours in PyTorch) and/or ``onnxruntime`` (the same weights
+    exported, tracked by ``inference.onnx_backend``; fp32, on CPU)."""
     meta_dtype = "bf16" if device.type == "cuda" else "fp32"
     out = [(META, "sam2", "sam2", meta_dtype, False)]
     if device.type == "cuda":
         out.append(("sam2 VOS (Meta, compiled)", "sam2_vos", "sam2", meta_dtype, True))
     for memory in memories:
-        for dtype in dtypes:
-            for compiled in compile_modes:
-                name = f"ours ({memory}, {dtype}{', compiled' if compiled else ''})"
-                out.append((name, "ours", memory, dtype, compiled))
+        if "torch" in backends:
+            for dtype in dtypes:
+                for compiled in compile_modes:
+                    name = f"ours ({memory}, {dtype}{', compiled' if compiled else ''})"
+                    out.append((name, "ours", memory, dtype, compiled))
+        if "onnxruntime" in backends:
+            out.append((f"onnxruntime ({memory}, fp32)", "onnx", memory, "fp32", False))
     return out
 
 
-def build_predictors(model: str, image_size: int, specs, device):
-    """Every predictor of ``specs`` (see :func:`variants`), all with sam2's random weights."""
+def export_for_benchmark(model: str, image_size: int, weights, work: Path) -> Path:
+    """The benchmark's random weights exported to ONNX (once per model and size)."""
+    import torch
+
+    from eval.benchmark_memory import sam2_config_and_overrides
+    from models.onnx_export import export_onnx
+
+    out = work / f"onnx_{model}_{image_size}"
+    if not (out / "manifest.json").exists():
+        ckpt = work / f"weights_{model}.pt"
+        torch.save({"model": weights}, ckpt)
+        config = "mini" if model == "mini" else sam2_config_and_overrides(model, None)[0]
+        export_onnx(checkpoint=ckpt, model_cfg=config, out=out, size=image_size)
+    return out
+
+
+def build_predictors(model: str, image_size: int, specs, device, work: Path = None):
+    """Every predictor of ``specs`` (see :func:`variants`), all with sam2's random weights
+    (``work``: where the ONNX export goes, for ``onnx`` rows)."""
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -92,6 +114,17 @@ def build_predictors(model: str, image_size: int, specs, device):
     meta = build_sam2_video_predictor(config, None, device=str(device), hydra_overrides_extra=overrides)
     weights, predictors = meta.state_dict(), {}
     for name, kind, memory, dtype, compiled in specs:
+        if kind == "onnx":
+            from inference.onnx_backend import OnnxVideoPredictor
+            from models.memory_spec import MemorySpec
+
+            if work is None:
+                raise ValueError("onnxruntime rows need a work folder for their export")
+            onnx_dir = export_for_benchmark(model, image_size, weights, work)
+            spec = MemorySpec.preset(memory).replace(memory_bank_size=meta.num_maskmem)
+            predictors[name] = (OnnxVideoPredictor(onnx_dir, memory=spec.as_dict(), threads=torch.get_num_threads()),
+                                kind, dtype)
+            continue
         if kind == "sam2":
             predictor = meta
         elif kind == "sam2_vos":
@@ -189,7 +222,7 @@ def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats
     predictors are built (and compiled) once for all of them."""
     from models.speed import autocast
 
-    predictors = build_predictors(model, image_size, specs, device)
+    predictors = build_predictors(model, image_size, specs, device, work=video_dir.parents[2])
     steady_from = max(warmup_frames, predictors[META][0].num_maskmem)
     meta_predictor, _, meta_dtype = predictors[META]
     floor = encoder_floor(meta_predictor, image_size, device, lambda: autocast(device, meta_dtype), repeats=max(5, repeats * 3))
@@ -206,8 +239,11 @@ def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats
                          1000 * statistics.median(got["lat"][steady_from:]))
         base = statistics.median(runs[META]["lat"])
         for (name, kind, memory, dtype, compiled) in specs:
-            got = track_once(predictors[name], video_dir, masks, device, profile=True)  # module times, apart
+            onnx = kind == "onnx"  # module times: torch forward hooks only
+            got = track_once(predictors[name], video_dir, masks, device, profile=not onnx) if not onnx else None
             med = statistics.median(runs[name]["lat"])
+            torch_twin = f"ours ({memory}, fp32)"
+            vs_torch = round(med / statistics.median(runs[torch_twin]["lat"]), 3) if onnx and torch_twin in runs else None
             steady_tokens = runs[name]["tokens"][steady_from:] or runs[name]["tokens"]
             rows.append({
                 "model": model, "image_size": image_size, "objects": n, "predictor": name, "kind": kind,
@@ -215,7 +251,8 @@ def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats
                 "median_ms": round(1000 * med, 2), "fps": round(1 / med, 2), "time_vs_sam2": round(med / base, 3),
                 "speedup_vs_sam2": round(base / med, 3), "memory_tokens": round(statistics.median(steady_tokens), 1),
                 "encoder_ms": round(1000 * floor, 2), "over_floor": round(med / floor, 2),
-                "profile_ms": got["times"].per_frame_ms(len(got["lat"]), sum(got["lat"])),
+                "profile_ms": got["times"].per_frame_ms(len(got["lat"]), sum(got["lat"])) if got else {},
+                "time_vs_torch_same_memory": vs_torch,
                 "steady_frames": len(runs[name]["lat"]),
             })
     return rows
@@ -230,7 +267,7 @@ def measure_memory(rows, model, image_size, masks_n, frames, device, threads, wo
 
     video, first_mask = make_video(work, frames, 480, 854, seed=0)
     for row in rows:
-        if row["compiled"]:
+        if row["compiled"] or row["kind"] == "onnx":
             continue  # compiling (sam2's VOS predictor too) changes time, not what is kept
         spec = {"predictor": "sam2" if row["kind"] != "ours" else "ours", "memory": row["memory"], "length": frames,
                 "model": model, "image_size": image_size, "device": str(device), "threads": threads,
@@ -242,6 +279,11 @@ def measure_memory(rows, model, image_size, masks_n, frames, device, threads, wo
             raise RuntimeError(f"memory child failed ({row['predictor']}):\n{out.stderr[-2000:]}")
         got = json.loads(out.stdout.strip().splitlines()[-1])
         row.update(memory_frames=frames, peak_rss_mb=got["peak_rss_mb"], peak_cuda_mb=got["peak_cuda_mb"])
+
+
+def ms(profile: dict, key: str) -> str:
+    """A module's ms/frame, or a dash where none was measured (onnxruntime rows)."""
+    return f"{profile.get(key, 0):.0f}" if profile else "–"
 
 
 def to_markdown(rows, meta) -> str:
@@ -260,10 +302,17 @@ def to_markdown(rows, meta) -> str:
         mem = lambda k: f"{r[k]:.0f}" if r.get(k) is not None else "–"  # noqa: E731
         lines.append(
             f"| {r['model']} | {r['image_size']} | {r['objects']} | {r['predictor']} | {r['median_ms']:.1f} | {r['fps']:.2f} | "
-            f"{r['speedup_vs_sam2']:.2f}× | {r['memory_tokens']:.0f} | {p.get('image_encoder', 0):.0f} | "
-            f"{p.get('memory_attention', 0):.0f} | {p.get('sam_mask_decoder', 0):.0f} | {p.get('memory_encoder', 0):.0f} | "
-            f"{p.get('other', 0):.0f} | {mem('peak_rss_mb')} | {mem('peak_cuda_mb')} |"
+            f"{r['speedup_vs_sam2']:.2f}× | {r['memory_tokens']:.0f} | {ms(p, 'image_encoder')} | "
+            f"{ms(p, 'memory_attention')} | {ms(p, 'sam_mask_decoder')} | {ms(p, 'memory_encoder')} | "
+            f"{ms(p, 'other')} | {mem('peak_rss_mb')} | {mem('peak_cuda_mb')} |"
         )
+    pairs = [r for r in rows if r.get("time_vs_torch_same_memory") is not None]
+    if pairs:
+        lines += ["", "onnxruntime (CPU, fp32) vs ours in PyTorch eager, same memory, same weights, same run "
+                  "(time ratio: < 1 is faster):", "",
+                  "| model | px | obj | memory | onnxruntime ms/frame | time vs PyTorch |", "|---|---:|---:|---|---:|---:|"]
+        lines += [f"| {r['model']} | {r['image_size']} | {r['objects']} | {r['memory']} | {r['median_ms']:.1f} | "
+                  f"{r['time_vs_torch_same_memory']:.2f}× |" for r in pairs]
     return "\n".join(lines) + "\n"
 
 
@@ -297,6 +346,8 @@ def main(argv=None):
     p.add_argument("--objects", type=int, nargs="+", default=[1], help="objects tracked at once, e.g. 1 3")
     p.add_argument("--dtypes", "--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"], help="our compute dtypes")
     p.add_argument("--compile", action="store_true", help="also run ours compiled (torch.compile)")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime"],
+                   help="ours in PyTorch and/or exported to ONNX and tracked on onnxruntime (CPU, fp32), side by side")
     p.add_argument("--frames", type=int, default=40, help="video length (>= 40 keeps the memory full for long)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup_frames", type=int, default=8, help="frames skipped at the start of each run")
@@ -317,7 +368,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    specs = variants(args.memories, args.dtypes, [False, True] if args.compile else [False], device)
+    specs = variants(args.memories, args.dtypes, [False, True] if args.compile else [False], device, args.backends)
     with work_dir(Path(args.out).parent, f"{Path(args.out).name}.work") as work:  # removed however the run ends
         return _run(args, device, specs, work)
 

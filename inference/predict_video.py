@@ -33,6 +33,9 @@ def parse_args(argv=None):
     model.add_argument("--memory_bank_size", type=int, help="attended memory frames (SAM2's num_maskmem, default 7)")
     model.add_argument("--pruning_threshold", type=_threshold, help="only prune memory frames at least this similar "
                        "(cosine in [-1, 1]), or 'auto': more similar than usual for this video (docs/method.md)")
+    model.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                       help="onnxruntime: track with an export of inference/export_onnx.py (--onnx_dir), no torch in the loop")
+    model.add_argument("--onnx_dir", help="the export folder, for --backend onnxruntime")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     speed = p.add_argument_group("speed (README: Speed and memory)")
     speed.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast (mask decoder stays fp32)")
@@ -57,7 +60,17 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if bool(args.video_path) == bool(args.dataset_dir):
         raise UserError("give exactly one of --video_path or --dataset_dir")
-    if not args.checkpoint and not args.model_cfg:
+    if args.backend == "onnxruntime":
+        if not args.onnx_dir:
+            raise UserError("--backend onnxruntime needs --onnx_dir (an export of inference/export_onnx.py)")
+        unsupported = [flag for flag, on in (("--dtype bf16", args.dtype != "fp32"), ("--batch_objects", args.batch_objects),
+                                             ("--compile", args.compile), ("--checkpoint", args.checkpoint),
+                                             ("--model_cfg", args.model_cfg)) if on]
+        if unsupported:
+            raise UserError(f"--backend onnxruntime does not take {', '.join(unsupported)} (the export fixes the model)")
+    elif args.onnx_dir:
+        raise UserError("--onnx_dir needs --backend onnxruntime")
+    elif not args.checkpoint and not args.model_cfg:
         raise UserError("give --checkpoint (ours or official) and/or --model_cfg")
     return args
 

@@ -18,6 +18,7 @@ from inference.predict import VideoResult, check_output_dir, run_videos
 from inference.prompts import Prompt, PromptSpec, build_prompts
 from inference.video_sources import ImageFolderSource, is_live_spec, list_video_dirs, open_video_source
 from models import build_model
+from models.memory_spec import resolve_memory
 from models.weights_check import check_finite_weights
 from utils.device import resolve_device
 
@@ -52,6 +53,8 @@ class PredictOptions:
     save_per_object: bool = False
     overlay: bool = False
     no_evict: bool = False
+    backend: str = "torch"
+    onnx_dir: Optional[str] = None
 
     @classmethod
     def from_namespace(cls, args) -> "PredictOptions":
@@ -65,6 +68,8 @@ class PredictOptions:
 
 
 def build_predictor(options: PredictOptions, device=None):
+    if options.backend == "onnxruntime":
+        return build_onnx_predictor(options)
     predictor = _build(options, device)
     if options.checkpoint:  # NaN/Inf weights would give empty masks and exit 0
         check_finite_weights(predictor.state_dict(), str(options.checkpoint))
@@ -81,6 +86,22 @@ def _build(options: PredictOptions, device=None):
         predictor=True,
         compile=options.compile,
     )
+
+
+def build_onnx_predictor(options: PredictOptions):
+    """The onnxruntime predictor of ``options.onnx_dir``; ``--memory`` and its flags choose
+    the host-side memory rule (the export's by default; the bank size must be the export's)."""
+    from inference.onnx_backend import OnnxVideoPredictor, read_manifest
+    from models.memory_spec import MemorySpec
+
+    exported = MemorySpec(**read_manifest(options.onnx_dir)["memory"])
+    memory = MemorySpec.preset(options.memory).replace(memory_bank_size=exported.memory_bank_size) \
+        if options.memory else exported
+    spec = resolve_memory(memory, {"memory_bank_size": options.memory_bank_size,
+                                   "pruning_threshold": options.pruning_threshold})
+    predictor = OnnxVideoPredictor(options.onnx_dir, memory=spec.as_dict())
+    predictor.memory_spec = spec
+    return predictor
 
 
 def vos_annotation_dir(video_dir: Path) -> Optional[Path]:
@@ -143,6 +164,8 @@ def _run(options: PredictOptions, output_dir: Path, dist) -> List[VideoResult]:
         prompts = vos_prompts(source, ann, options.track_later_objects) if ann else build_prompts(options.prompt)
         jobs, sizes = [(source.name, lambda: (source, prompts))], [1]
     run_info = {
+        "backend": options.backend,
+        "onnx_dir": options.onnx_dir,
         "checkpoint": options.checkpoint,
         "model_cfg": options.model_cfg,
         "memory": predictor.memory_spec.describe(),

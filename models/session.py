@@ -11,9 +11,11 @@ benchmarks, the ablation) goes through this class, so a fix or a speed-up lands 
         tokens = session.attended_tokens_per_frame()
 
 It works with our :class:`~models.predictor.TSMSVideoPredictor` (lazy frame sources,
-output eviction) and with sam2's own ``SAM2VideoPredictor`` (a JPEG folder path), which
-the benchmarks compare against. The per-video state is sam2's plain dict; per-frame memory
-statistics are recorded here, not on the modules.
+output eviction), with sam2's own ``SAM2VideoPredictor`` (a JPEG folder path), which
+the benchmarks compare against, and with another backend of that API
+(``inference.onnx_backend.OnnxVideoPredictor``: NumPy outputs, converted here). The
+per-video state is sam2's plain dict; per-frame memory statistics are recorded here, not
+on the modules.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from models.memory_pruning import SimilarityHistory, similarity_history
 from models.memory_stats import MemoryAttentionStats, record_memory_stats, watch_memory_attention
 from models.speed import autocast, check_dtype
+from utils.errors import UserError
 
 
 DIRECTIONS = ("forward", "reverse", "both")
@@ -106,7 +109,10 @@ class TrackingSession:
             raise TypeError("sam2's own predictor reads JPEG folders only; pass the folder path")
         elif batch_objects:
             raise TypeError("batch_objects needs our predictor (sam2 1.1.0 tracks one object at a time)")
-        watch_memory_attention(predictor.memory_attention)
+        if getattr(predictor, "backend", "torch") != "torch" and self.dtype != "fp32":
+            raise UserError(f"the {predictor.backend} backend runs fp32 only, not {self.dtype}")
+        if hasattr(predictor, "memory_attention"):  # another backend reports in state["memory_calls"]
+            watch_memory_attention(predictor.memory_attention)
         with torch.inference_mode(), self._compute():
             self.state = predictor.init_state(video if hasattr(video, "read") else str(video), **kwargs)
         self.memory_stats: Dict[int, List[MemoryAttentionStats]] = {}
@@ -218,13 +224,16 @@ class TrackingSession:
                         frame_idx, ids, logits = next(frames)
                     except StopIteration:
                         return
+                calls.extend(_backend_memory_calls(state))
                 if calls:
                     self.memory_stats[int(frame_idx)] = list(calls)
-                yield FrameResult(int(frame_idx), [int(o) for o in ids], logits.float(),
+                yield FrameResult(int(frame_idx), [int(o) for o in ids], _as_tensor(logits).float(),
                                   _object_scores(state, frame_idx), list(calls))
 
     def _prompt_result(self, frame_idx, ids, logits) -> FrameResult:
-        return FrameResult(int(frame_idx), [int(o) for o in ids], logits.float(), _object_scores(self.state, frame_idx, temp=True))
+        _backend_memory_calls(self.state)  # prompted frames report no memory statistics
+        return FrameResult(int(frame_idx), [int(o) for o in ids], _as_tensor(logits).float(),
+                           _object_scores(self.state, frame_idx, temp=True))
 
     def _view(self, obj_ids: Sequence[int]) -> dict:
         """sam2's state restricted to some objects; it shares their per-object dicts (and the
@@ -282,6 +291,22 @@ def _object_scores(state, frame_idx: int, temp: bool = False) -> Dict[int, float
             out = per_obj["cond_frame_outputs"].get(frame_idx) or per_obj["non_cond_frame_outputs"].get(frame_idx)
             if out is not None and out.get("object_score_logits") is not None:
                 ids.append(int(obj_id))
-                logits.append(out["object_score_logits"].flatten()[:1].float())
+                logits.append(_as_tensor(out["object_score_logits"]).flatten()[:1].float())
                 break
     return dict(zip(ids, torch.cat(logits).tolist())) if logits else {}
+
+
+def _as_tensor(x) -> torch.Tensor:
+    """Arrays of another backend (onnxruntime: NumPy) as tensors; tensors unchanged."""
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
+def _backend_memory_calls(state) -> List[MemoryAttentionStats]:
+    """What another backend's memory attention attended since the last call (it appends
+    :class:`MemoryAttentionStats` fields, as a tuple, to ``state["memory_calls"]``)."""
+    calls = state.get("memory_calls")
+    if not calls:
+        return []
+    out = [MemoryAttentionStats(*c) for c in calls]
+    calls.clear()
+    return out

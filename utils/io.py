@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Union
 
