@@ -2,9 +2,11 @@
 
     python data/synthetic.py --out datasets/synthetic --num_videos 8 --num_frames 48 --seed 0 \
         [--speed slow|fast|mixed] [--size 512 512] [--fps 10] [--no_mp4]
-        [--scenario basic|occlusion|crossing|jumps|long|appearance|mixed]
+        [--scenario basic|occlusion|crossing|jumps|long|appearance|mixed] [--domain surgical|generic]
 
 Scenarios (data/synthetic_scenarios.py) record their events in meta.json; see docs/data.md.
+``--domain generic``: another family for pretraining (natural-ish scenes, varied objects, a
+panning camera; data/synthetic_generic.py), basic videos only.
 """
 
 import sys, pathlib  # noqa: E401  (bootstrap: repo root first, before any project import)
@@ -32,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", choices=list(SCENARIOS), default="basic",
                         help="basic: the --speed videos (default); mixed cycles occlusion, crossing, jumps, long, "
                              "appearance; --speed applies to basic only; long videos have >= 200 frames")
+    parser.add_argument("--domain", choices=["surgical", "generic"], default="surgical",
+                        help="surgical (default): tissue and instruments; generic: textured scenes, varied "
+                             "free-floating objects and a panning camera, for pretraining (basic scenario only)")
     parser.add_argument("--no_mp4", action="store_true", help="skip writing videos/<name>.mp4")
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -56,7 +61,7 @@ def main(argv=None) -> int:
 
     write_synthetic_dataset(
         args.out, args.num_videos, args.num_frames, seed=args.seed, speed=args.speed,
-        size=args.size, fps=args.fps, write_mp4=not args.no_mp4, scenario=args.scenario,
+        size=args.size, fps=args.fps, write_mp4=not args.no_mp4, scenario=args.scenario, domain=args.domain,
     )
     return 0
 

@@ -13,6 +13,10 @@ Each video (random stream ``numpy.random.default_rng([seed, video_index])``) has
 * or a scenario (occlusion, crossing, jumps, long, appearance; data/synthetic_scenarios.py)
   with its events in ``meta.json``. ``--scenario mixed`` cycles through the five.
 
+``domain="generic"`` (``--domain generic``) draws another family instead, for pretraining:
+textured natural-ish scenes, free-floating objects of varied shape, colour and scale, and a
+panning camera (data/synthetic_generic.py); ``basic`` videos only.
+
 Output (``write_synthetic_dataset``)::
 
     <out>/JPEGImages/<video>/00000.jpg     frames (JPEG, quality 95)
@@ -44,6 +48,7 @@ from data.synthetic_scenarios import (SCENARIOS, ScenarioPlan, plan_basic, plan_
 from data.synthetic_scene import (
     TissueBackground, cast_shadow, fill_polygons, instrument_polygons, polygons_bbox, shade_instrument,
 )
+from data.synthetic_generic import render_generic_video
 from data.synthetic_tracks import InstrumentTrack, plan_instruments  # noqa: F401  (re-exported)
 from utils.errors import UserError
 from utils.io import name_path
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 SPEEDS = ("slow", "fast", "mixed")
+DOMAINS = ("surgical", "generic")
 
 @dataclass
 class SyntheticFrame:
@@ -151,13 +157,15 @@ def write_synthetic_dataset(
     write_mp4: bool = True,
     progress: bool = True,
     scenario: str = "basic",
+    domain: str = "surgical",
 ) -> Dict:
     """Generate ``num_videos`` videos into ``out``; returns ``meta.json``. A re-run into an
     earlier ``out`` replaces only the generator's own entries (data/synthetic_output.py).
 
     ``scenario`` (data/synthetic_scenarios.py): ``basic`` videos follow ``speed``; the others
     set their own speed and length (at least their minimum) and record their events. The
-    same arguments give byte-identical JPEG/PNG/JSON files.
+    same arguments give byte-identical JPEG/PNG/JSON files. ``domain``: ``surgical`` (the
+    default) or ``generic`` (another appearance and motion, for pretraining; ``basic`` only).
     """
     height, width = (int(v) for v in size)
     if num_videos < 1 or num_frames < 1:
@@ -168,6 +176,10 @@ def write_synthetic_dataset(
     check_output(out)
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+    if domain not in DOMAINS:
+        raise UserError(f"--domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+    if domain != "surgical" and scenario != "basic":
+        raise UserError(f"--domain {domain} has no scenarios; use --scenario basic, got {scenario!r}")
     speeds = video_speeds(num_videos, speed)
     scenarios = video_scenarios(num_videos, scenario)
     lengths = [scenario_length(s, num_frames) for s in scenarios]
@@ -176,23 +188,29 @@ def write_synthetic_dataset(
         "num_videos": int(num_videos), "num_frames": int(num_frames), "size": [height, width],
         "speed": speed, "scenario": scenario, "fps": float(fps), "videos": {},
     }
+    if domain != "surgical":  # absent means surgical: the default files stay byte for byte as before
+        meta["domain"] = domain
     tmp = staging_dir(out)
     bar = tqdm(total=sum(lengths), desc="synthetic", unit="frame", disable=not progress)
     try:
         for index, (video_scenario, length) in enumerate(zip(scenarios, lengths)):
             name = f"video_{index:04d}"
             rng = np.random.default_rng([int(seed), index])
-            plan, frames = render_scenario_video(rng, length, height, width, video_scenario, speeds[index])
+            if domain == "generic":
+                objects, _, generic = render_generic_video(rng, length, height, width, speeds[index])
+                frames = (SyntheticFrame(*f) for f in generic)
+                events, described = [], {str(i): {"motion": o.motion, "speed_px": round(o.speed, 3),
+                                                  "shape": o.shape, "texture": o.texture_kind}
+                                         for i, o in enumerate(objects, start=1)}
+            else:
+                plan, frames = render_scenario_video(rng, length, height, width, video_scenario, speeds[index])
+                events, described = plan.events, {
+                    str(i): {"motion": tr.motion, "tip_speed_px": round(tr.speed, 3), "hidden_frames": tr.hidden}
+                    for i, tr in enumerate(plan.tracks, start=1)}
             meta["videos"][name] = _write_video(tmp, name, frames, fps, write_mp4, bar)
             meta["videos"][name].update(
                 speed=speeds[index] if video_scenario == "basic" else SCENARIO_SPEED[video_scenario],
-                scenario=video_scenario,
-                events=plan.events,
-                objects={
-                    str(i): {"motion": tr.motion, "tip_speed_px": round(tr.speed, 3), "hidden_frames": tr.hidden}
-                    for i, tr in enumerate(plan.tracks, start=1)
-                },
-            )
+                scenario=video_scenario, events=events, objects=described)
         sets = tmp / "ImageSets"
         sets.mkdir()
         names = list(meta["videos"])

@@ -36,12 +36,14 @@ class SyntheticSplit:
     speed: str = "mixed"
     size: int = 128
     scenario: str = "basic"
+    domain: str = "surgical"
 
     def matches(self, meta: dict) -> bool:
         return (meta.get("num_videos") == self.num_videos and meta.get("num_frames") == self.num_frames
                 and meta.get("seed") == self.seed and meta.get("speed") == self.speed
                 and list(meta.get("size", [])) == [self.size, self.size]
-                and meta.get("scenario", "basic") == self.scenario)
+                and meta.get("scenario", "basic") == self.scenario
+                and meta.get("domain", "surgical") == self.domain)
 
 
 def run_command(script: str, args: Sequence[str], what: str, quiet: bool = False, log_file: Optional[Path] = None,
@@ -76,6 +78,8 @@ def generate_split(out: Path, split: SyntheticSplit, quiet: bool = False, mp4: b
             "--speed", split.speed, "--size", split.size, split.size, "--log_level", "WARNING"]
     if split.scenario != "basic":
         args += ["--scenario", split.scenario]
+    if split.domain != "surgical":
+        args += ["--domain", split.domain]
     if not mp4:
         args.append("--no_mp4")
     run_command("data/synthetic.py", args, f"synthetic data ({out.name})", quiet=quiet)
