@@ -19,7 +19,6 @@ from inference.prompts import Prompt, PromptSpec, build_prompts
 from inference.video_sources import ImageFolderSource, is_live_spec, list_video_dirs, open_video_source
 from models import build_model
 from models.memory_spec import resolve_memory
-from models.weights_check import check_finite_weights
 from utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -70,13 +69,6 @@ class PredictOptions:
 def build_predictor(options: PredictOptions, device=None):
     if options.backend == "onnxruntime":
         return build_onnx_predictor(options)
-    predictor = _build(options, device)
-    if options.checkpoint:  # NaN/Inf weights would give empty masks and exit 0
-        check_finite_weights(predictor.state_dict(), str(options.checkpoint))
-    return predictor
-
-
-def _build(options: PredictOptions, device=None):
     return build_model(
         config=options.model_cfg,
         checkpoint=options.checkpoint,

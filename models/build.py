@@ -20,6 +20,7 @@ from models.config import ConfigLike, apply_overrides, resolve_model_config
 from models.speed import compile_predictor
 from models.memory_spec import MemoryLike, MemorySpec, memory_spec_of_model_config, resolve_memory
 from models.safe_config import check_config, check_targets
+from models.weights_check import check_finite_weights
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def build_model(
     if predictor and postprocessing:
         extra += list(_POSTPROCESSING_OVERRIDES)
     ckpt = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if ckpt is not None:  # NaN/Inf weights would track nothing and say nothing
+        check_finite_weights(ckpt["model"], str(checkpoint))
     source = f"checkpoint {checkpoint}" if config is None and checkpoint is not None else None
     cfg, spec = compose_model_config(config=config, ckpt=ckpt, memory=memory, memory_overrides=memory_overrides,
                                      overrides=extra + list(overrides), source=source)

@@ -224,3 +224,20 @@ def test_cli_loading_an_evil_checkpoint_exits_2_with_one_line(tmp_path, mini_par
 
 def test_unsafe_config_error_is_a_user_error():
     assert issubclass(UnsafeConfigError, UserError)
+
+
+def test_non_finite_weights_are_refused_by_every_loader(tmp_path, mini_parts):
+    """In the one builder, so the annotator and training refuse them as predict_video.py does."""
+    from models.checkpoint import CheckpointError
+
+    state_dict, _ = mini_parts
+    broken = dict(state_dict)
+    name = "sam_mask_decoder.iou_prediction_head.layers.0.weight"
+    broken[name] = broken[name].clone()
+    broken[name][0, 0] = float("nan")
+    path = tmp_path / "nan.pt"
+    torch.save({"model": broken}, path)
+    with pytest.raises(CheckpointError, match=rf"nan.pt: weight {name} holds 1 non-finite"):
+        build_model(config="mini", checkpoint=str(path), predictor=True)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        build_model(config="mini", checkpoint=str(path), mode="train")
