@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 from utils.errors import UserError
-from utils.io import atomic_write, check_writable, hold_lock, inside, plain_name, remove_stale_dirs
+from utils.io import atomic_write, check_writable, inside, plain_name, remove_stale_dirs
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +88,9 @@ def clean_stale_staging(output_dir: Path) -> List[Path]:
 def output_lock(output_dir: Path, dist=None) -> Iterator[None]:
     """Hold ``output_dir`` for this run (re-entrant). Under torchrun rank 0 holds it for all
     ranks, and every rank stops with the same one line when another run holds it."""
-    from utils.distributed import broadcast_object
+    from utils.distributed import hold_lock_for_all_ranks
 
-    error = None
-    with contextlib.ExitStack() as stack:
-        if dist is None or dist.is_main:
-            try:
-                stack.enter_context(hold_lock(output_dir, "predict_video.py run"))
-            except UserError as exc:
-                error = str(exc)
-        if dist is not None and dist.enabled:
-            error = broadcast_object(error)
-        if error:
-            raise UserError(error)
+    with hold_lock_for_all_ranks(output_dir, "predict_video.py run", dist):
         yield
 
 

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
-from utils.io import atomic_write, check_not_input, check_replaceable, hold_lock
+from utils.io import atomic_write, check_not_input, check_replaceable
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +130,9 @@ def check_run_dir_inputs(path, cfg: DictConfig) -> None:
 def run_dir_lock(path, dist=None) -> Iterator[None]:
     """Hold the run directory for this training: rank 0 holds it for every rank, and every
     rank stops with the same one line when another training holds it."""
-    from utils.distributed import broadcast_object
+    from utils.distributed import hold_lock_for_all_ranks
 
-    error = None
-    with contextlib.ExitStack() as stack:
-        if dist is None or dist.is_main:
-            try:
-                stack.enter_context(hold_lock(Path(path), "training"))
-            except UserError as exc:
-                error = str(exc)
-        if dist is not None and dist.enabled:
-            error = broadcast_object(error)
-        if error:
-            raise UserError(error)
+    with hold_lock_for_all_ranks(Path(path), "training", dist):
         yield
 
 

@@ -8,6 +8,7 @@ backend is NCCL on CUDA (one device per rank: ``cuda:LOCAL_RANK``) and gloo on C
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -105,3 +106,24 @@ def broadcast_object(obj, src: int = 0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+@contextlib.contextmanager
+def hold_lock_for_all_ranks(folder, what: str, dist_state=None):
+    """:func:`utils.io.hold_lock` on ``folder``, taken by the main rank for every rank; when
+    another process holds it, every rank stops with the same one line."""
+    from utils.errors import UserError
+    from utils.io import hold_lock
+
+    error = None
+    with contextlib.ExitStack() as stack:
+        if dist_state is None or dist_state.is_main:
+            try:
+                stack.enter_context(hold_lock(folder, what))
+            except UserError as exc:
+                error = str(exc)
+        if dist_state is not None and dist_state.enabled:
+            error = broadcast_object(error)
+        if error:
+            raise UserError(error)
+        yield
