@@ -3,7 +3,6 @@ onnxruntime sessions, its host constants, and frames prepared as sam2 prepares t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -12,19 +11,12 @@ import numpy as np
 from PIL import Image
 
 from utils.errors import UserError
+from utils.io import file_sha256
 
 FORMAT = "tsms-sam2-onnx"
 FORMAT_VERSION = 1
 IMG_MEAN = np.array((0.485, 0.456, 0.406), dtype=np.float32)[:, None, None]
 IMG_STD = np.array((0.229, 0.224, 0.225), dtype=np.float32)[:, None, None]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(onnx_dir) -> dict:
@@ -48,7 +40,7 @@ def read_manifest(onnx_dir) -> dict:
         file = onnx_dir / name
         if Path(name).name != name or not file.is_file():
             raise UserError(f"export {onnx_dir} is missing {name}")
-        if _sha256(file) != sha:
+        if file_sha256(file) != sha:
             raise UserError(f"export {onnx_dir}: {name} does not match its manifest (changed or damaged)")
     return manifest
 

@@ -15,6 +15,7 @@ import torch
 from models.onnx_graphs import (GRAPH_IO, OPSET, RealRoPEAttention, build_graphs, example_inputs, export_graph,
                                 host_constants, loop_settings, real_rope_copy, reference_outputs, resize_matrix)
 from utils.errors import UserError
+from utils.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CHECK_TOLERANCE = 1e-3
 CONSTANTS = "constants.npz"
-
-
-def _sha256(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _shapes(path) -> dict:
@@ -123,7 +114,7 @@ def export_onnx(*, checkpoint, out, model_cfg=None, size=None, check: bool = Tru
                 if check else None
             log.info("exported %-17s max abs error vs PyTorch: %s", name, f"{error:.2e}" if error is not None else "unchecked")
             names_in, names_out, dynamic = GRAPH_IO[name]
-            entries[name] = {"file": path.name, "sha256": _sha256(path), "inputs": names_in, "outputs": names_out,
+            entries[name] = {"file": path.name, "sha256": file_sha256(path), "inputs": names_in, "outputs": names_out,
                              "shapes": _shapes(path),
                              "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in dynamic.items()},
                              "max_abs_error": error}
@@ -132,12 +123,12 @@ def export_onnx(*, checkpoint, out, model_cfg=None, size=None, check: bool = Tru
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "checkpoint": {"file": ckpt.name, "sha256": _sha256(ckpt)},
+            "checkpoint": {"file": ckpt.name, "sha256": file_sha256(ckpt)},
             "model_cfg": str(model_cfg) if model_cfg else None,
             "settings": loop_settings(model),
             "memory": model.memory_spec.as_dict(),
             "graphs": entries,
-            "constants": {"file": CONSTANTS, "sha256": _sha256(tmp / CONSTANTS)},
+            "constants": {"file": CONSTANTS, "sha256": file_sha256(tmp / CONSTANTS)},
             "opset": OPSET,
             "versions": {"torch": torch.__version__, "sam2": importlib.metadata.version("sam2"),
                          "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from models import build_model
-from tests.trained_model import TRAINED_CHECKPOINT, TRAINED_SHA256, dice_per_object, sha256, track_videos, write_held_out_videos
+from tests.trained_model import TRAINED_CHECKPOINT, TRAINED_SHA256, dice_per_object, track_videos, write_held_out_videos
+from utils.io import file_sha256
 
 # measured 2026-12-06 (tests/assets/mini_trained.md): 0.8595 over 7 objects of 4 videos;
 # memory attention fed zeros: 0.511. The floor leaves 0.05 for float noise.
@@ -21,7 +22,7 @@ def held_out(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained():
-    assert sha256(TRAINED_CHECKPOINT) == TRAINED_SHA256, "tests/assets/mini_trained.pt changed"
+    assert file_sha256(TRAINED_CHECKPOINT) == TRAINED_SHA256, "tests/assets/mini_trained.pt changed"
     return build_model(checkpoint=str(TRAINED_CHECKPOINT), memory="tsms", predictor=True)
 
 

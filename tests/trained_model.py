@@ -7,7 +7,6 @@ stored as an fp16 state dict (4.6 MB) that loads into the fp32 model.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Dict, List
 
@@ -20,14 +19,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TRAINED_CHECKPOINT = ASSETS / "mini_trained.pt"
 TRAINED_SHA256 = "41220e546c3a643b2b7b7eb7ceee97b56c09f277b4682bcd3451b472ec5cdfed"
 HELD_OUT_SEED = 7777  # training used seeds 0 (train), 1000 (val), 2000 (quickstart test)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_held_out_videos(root: Path, num_videos: int = 4, num_frames: int = 24) -> Path:

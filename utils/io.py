@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import fcntl
 import os
 import re
@@ -370,3 +371,12 @@ def disk_error_message(exc: OSError) -> Optional[str]:
     else:
         where = "the output folder"
     return f"cannot {verb} in {where}: {cause} (errno {exc.errno}); free space, fix permissions or choose another folder"
+
+
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

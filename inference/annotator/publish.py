@@ -17,7 +17,6 @@ those places that does not match it (a user's own) is never replaced.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from utils.errors import UserError
-from utils.io import atomic_write, inside
+from utils.io import atomic_write, file_sha256, inside
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,6 @@ def staging_re(video: str):
     return re.compile(re.escape(f".{video}.export-") + r"\d+(\.done)?")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest(folder: Path) -> Optional[dict]:
     """The export manifest in ``folder`` (a published or moved-aside masks folder), or None."""
     path = folder / MANIFEST
@@ -77,7 +68,7 @@ def _manifest(folder: Path) -> Optional[dict]:
 
 def _matches(path: Path, entry) -> bool:
     return (isinstance(entry, dict) and path.is_file() and not path.is_symlink()
-            and path.stat().st_size == entry.get("size") and _sha256(path) == entry.get("sha256"))
+            and path.stat().st_size == entry.get("size") and file_sha256(path) == entry.get("sha256"))
 
 
 def check_replaceable(root: Path, video: str, manifest: Optional[dict] = None) -> None:
@@ -121,8 +112,8 @@ class ExportStaging:
     def publish(self) -> Dict[str, str]:
         check_replaceable(self.root, self.video)  # again: the user may have put a file there meanwhile
         manifest = {"tool": TOOL, "video": self.video, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "coco": {"size": self.coco_path.stat().st_size, "sha256": _sha256(self.coco_path)},
-                    "overlay": {"size": self.overlay_path.stat().st_size, "sha256": _sha256(self.overlay_path)}}
+                    "coco": {"size": self.coco_path.stat().st_size, "sha256": file_sha256(self.coco_path)},
+                    "overlay": {"size": self.overlay_path.stat().st_size, "sha256": file_sha256(self.overlay_path)}}
         with atomic_write(self.masks_dir / MANIFEST) as fh:
             json.dump(manifest, fh, indent=1)
         _step("staged")
