@@ -108,11 +108,9 @@ def hide_evicted_memory(model, output_dict: dict, frame_idx: int, reverse: bool)
 
 
 def forget_evicted_frame(state, frame_idx: int) -> None:
-    """Before a new prompt on ``frame_idx``: stripped frames are forgotten whole. The
-    prompt's own frame starts from scratch (its old logits are gone), and sam2 would read
-    the memory features of the frames before it, which a stripped entry no longer has (a
-    correction after tracking a long video crashed on them); a missing frame is skipped."""
+    """A new prompt on a stripped frame starts from scratch (its old logits are gone); the
+    stripped frames among its memory frames are read as missing (:func:`hide_evicted_memory`)."""
     for out in state.get("output_dict_per_obj", {}).values():
-        non_cond = out["non_cond_frame_outputs"]
-        for t in [t for t, entry in non_cond.items() if entry.get(_STRIPPED)]:
-            del non_cond[t]
+        entry = out["non_cond_frame_outputs"].get(frame_idx)
+        if entry is not None and entry.get(_STRIPPED):
+            del out["non_cond_frame_outputs"][frame_idx]
