@@ -79,9 +79,10 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture()
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """CLI ``main()``s call ``setup_logging`` (handlers on pytest's captured stderr): undo it."""
+    """CLI ``main()``s call ``setup_logging`` (handlers on pytest's captured stderr): undo it
+    after every test, so no later test logs into a closed capture ("Logging error")."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
