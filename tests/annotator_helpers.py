@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +63,26 @@ def prompts_json(path: Path) -> Path:
         {"obj_id": 2, "frame": 0, "box": BOX_2},
     ]}))
     return path
+
+
+@contextlib.contextmanager
+def serving(state):
+    """The annotator app of ``state`` under uvicorn in a thread; yields its URL."""
+    import uvicorn
+
+    from inference.annotator import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -4,16 +4,13 @@ click, box, track, correct one object, export, and the pixels of a screenshot.""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from inference.annotator import create_app, open_annotator
-from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, write_ground_truth
+from inference.annotator import open_annotator
+from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, write_ground_truth, serving
 from tests.browser import canvas_xy, find_browser, launch
 
 OBJ_2_ON_FRAME_8 = (76.0, 57.0)  # tests.conftest: centre (100 - 3t, 65 - t)
@@ -21,22 +18,10 @@ OBJ_2_ON_FRAME_8 = (76.0, 57.0)  # tests.conftest: centre (100 - 3t, 65 - t)
 
 @pytest.fixture()
 def server(two_object_video, mini_checkpoint, tmp_path):
-    import uvicorn
-
     find_browser()  # no browser: one line on how to get one, before the model is built
     state = open_annotator(two_object_video[0], PredictorCache(mini_checkpoint), tmp_path / "out")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield state, f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(state) as url:
+        yield state, url
     state.close()
 
 

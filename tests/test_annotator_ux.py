@@ -12,16 +12,14 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inference.annotator import create_app, open_annotator
-from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache
+from inference.annotator import open_annotator
+from tests.annotator_helpers import BOX_2, CLICK_1, PredictorCache, serving
 from tests.browser import canvas_xy, find_browser, launch
 
 SHOTS = os.environ.get("TSMS_DOCS_SCREENSHOTS")
@@ -58,24 +56,6 @@ def annotator(two_object_video, predictors, tmp_path):
             state.close()
 
 
-@contextlib.contextmanager
-def serving(state):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @contextlib.contextmanager
