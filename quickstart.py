@@ -46,8 +46,12 @@ def parse_args(argv=None):
     d.add_argument("--train_videos", type=int, default=24, help="training videos (default 24)")
     d.add_argument("--val_videos", type=int, default=4, help="validation videos, scored after each epoch (default 4)")
     d.add_argument("--test_videos", type=int, default=12, help="held-out test videos, slow and fast (default 12)")
-    d.add_argument("--long_videos", type=int, default=2,
-                   help="held-out long videos: >= 200 frames, static phases and bursts (default 2; 0: none)")
+    d.add_argument("--long_videos", type=int, default=4,
+                   help="held-out long videos of sustained mixed motion: slow and fast phases alternating to the "
+                        "end, --long_frames frames (default 4; 0: none)")
+    d.add_argument("--long_frames", type=int, default=96, help="frames per long video (default 96, at least 96)")
+    d.add_argument("--static_videos", type=int, default=1,
+                   help="held-out 200-frame videos with static phases and short bursts (default 1; 0: none)")
     d.add_argument("--frames", type=int, default=24, help="frames per video (default 24)")
     d.add_argument("--size", type=int, default=128, help="frame side in pixels (default 128)")
     t = p.add_argument_group("training")
@@ -75,8 +79,11 @@ def parse_args(argv=None):
     for name in ("train_videos", "val_videos", "test_videos", "frames", "size", "threads"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.long_videos < 0:
-        raise UserError(f"--long_videos must be at least 0, got {args.long_videos}")
+    for name in ("long_videos", "static_videos"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must be at least 0, got {getattr(args, name)}")
+    if args.long_frames < 96:
+        raise UserError(f"--long_frames must be at least 96, got {args.long_frames}")
     if args.size % 32:
         raise UserError(f"--size must be a multiple of 32 (the model's stride), got {args.size}")
     if args.epochs is not None and args.epochs < 1:
@@ -164,7 +171,10 @@ def main(argv=None) -> int:
               "val": pipe.SyntheticSplit(args.val_videos, args.frames, 1000, "mixed", args.size),
               "test": pipe.SyntheticSplit(args.test_videos, args.frames, 2000, "mixed", args.size)}
     if args.long_videos:
-        splits["test_long"] = pipe.SyntheticSplit(args.long_videos, args.frames, 2500, "mixed", args.size, "long")
+        splits["test_long"] = pipe.SyntheticSplit(args.long_videos, args.long_frames, 2500, "mixed", args.size,
+                                                  "sustained")
+    if args.static_videos:
+        splits["test_static"] = pipe.SyntheticSplit(args.static_videos, 200, 2700, "mixed", args.size, "long")
     for name, split in splits.items():
         pipe.generate_split(data_dir / name, split)
     tests = [name for name in splits if name.startswith("test")]
@@ -175,7 +185,8 @@ def main(argv=None) -> int:
     checkpoint = pipe.train(run_dir, overrides)
     wall["training"] = time.perf_counter() - tick
 
-    log.info("[3/4] prediction on the %d held-out videos -> %s", args.test_videos + args.long_videos, pred_dir)
+    log.info("[3/4] prediction on the %d held-out videos -> %s",
+             args.test_videos + args.long_videos + args.static_videos, pred_dir)
     tick = time.perf_counter()
     # from an official checkpoint the "untrained" weights are the pretrained ones
     weights = {"trained": checkpoint}

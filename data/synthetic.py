@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4 files")
     parser.add_argument("--scenario", choices=list(SCENARIOS), default="basic",
                         help="basic: the --speed videos (default); mixed cycles occlusion, crossing, jumps, long, "
-                             "appearance; --speed applies to basic only; long videos have >= 200 frames")
+                             "appearance; sustained (>= 96 frames of alternating slow and fast motion) is asked for by "
+                             "name; --speed applies to basic only; long videos have >= 200 frames")
     parser.add_argument("--domain", choices=["surgical", "generic"], default="surgical",
                         help="surgical (default): tissue and instruments; generic: textured scenes, varied "
                              "free-floating objects and a panning camera, for pretraining (basic scenario only)")

@@ -9,6 +9,11 @@
 ``jumps``      fast / irregular motion, dropped frames (time skips of 2-8 frames) and
                camera jerks (the whole view shifts by 3-6% of the side, then settles)
 ``long``       at least 200 frames: static phases (almost no motion) and bursts (x4-6 speed)
+``distractor`` at least 64 frames: a look-alike instrument moves onto where the target (the
+               top-most one) was while the target is retracted for 20-40 frames; the
+               target then comes back through its own trocar
+``sustained``  at least 96 frames of sustained mixed motion: slow and fast phases alternate
+               to the end (fast: x5-8 speed, some with sudden jumps), no static phase
 ``appearance`` slow motion under smoke, blur (defocus) and specular flashes; masks unchanged
 =============  ==========================================================================
 
@@ -35,10 +40,12 @@ from data.synthetic_scene import InstrumentLook, fractal_noise
 from data.synthetic_tracks import (InstrumentTrack, entry_point, jaw_openings, pivot_on_side, pivot_side,
                                    plan_instruments, tip_curve, walk)
 
-SCENARIOS = ("basic", "occlusion", "crossing", "jumps", "long", "appearance", "mixed")
+SCENARIOS = ("basic", "occlusion", "crossing", "jumps", "long", "appearance", "sustained", "distractor", "mixed")
 MIXED_CYCLE = ("occlusion", "crossing", "jumps", "long", "appearance")
-MIN_FRAMES = {"basic": 1, "occlusion": 40, "crossing": 16, "jumps": 16, "long": 200, "appearance": 24}
-SPEED = {"occlusion": "slow", "crossing": "slow", "jumps": "fast", "long": "slow", "appearance": "slow"}
+MIN_FRAMES = {"basic": 1, "occlusion": 40, "crossing": 16, "jumps": 16, "long": 200, "appearance": 24,
+              "sustained": 96, "distractor": 64}
+SPEED = {"occlusion": "slow", "crossing": "slow", "jumps": "fast", "long": "slow", "appearance": "slow",
+         "sustained": "fast", "distractor": "slow"}
 
 Effect = Callable[[np.ndarray, int], np.ndarray]  # (float32 [H, W, 3] image, frame) -> image
 
@@ -78,7 +85,8 @@ def plan_basic(rng, num_frames: int, height: int, width: int, speed: str) -> Sce
 def plan_scenario(rng: np.random.Generator, scenario: str, num_frames: int, height: int, width: int) -> ScenarioPlan:
     """Plan one video of ``scenario`` (not ``basic``/``mixed``) with ``num_frames`` frames."""
     planners = {"occlusion": _occlusion, "crossing": _crossing, "jumps": _jumps, "long": _long,
-                "appearance": _appearance}
+                "appearance": _appearance, "sustained": _sustained,
+                "distractor": _distractor}
     if num_frames < MIN_FRAMES[scenario]:
         raise ValueError(f"a {scenario} video needs at least {MIN_FRAMES[scenario]} frames, got {num_frames}")
     plan = planners[scenario](rng, num_frames, height, width)
@@ -127,6 +135,37 @@ def _occlusion(rng, num_frames, height, width) -> ScenarioPlan:
     events = [{"type": "occluded", "obj_id": obj, "start": start, "end": end},
               {"type": "reappear", "obj_id": obj, "frame": end + 1}]
     return _plan(num_frames, tracks, events)
+
+
+def _distractor(rng, num_frames, height, width) -> ScenarioPlan:
+    side = float(min(height, width))
+    look = InstrumentLook.random(rng, side)
+    target, other = plan_instruments(rng, num_frames, height, width, "slow", retract=False, count=2)
+    target.look = other.look = look  # identical tools: only memory of where the target was tells them apart
+    duration = int(rng.integers(20, min(40, num_frames - 30) + 1))
+    ramp = int(rng.integers(3, 7))
+    start = int(rng.integers(ramp + 6, num_frames - duration - ramp - 6 + 1))
+    end = start + duration - 1
+    t = np.arange(num_frames)
+    # The target leaves by its border before the window and comes back the same way after it.
+    out = np.maximum(_smoothstep((t - (start - ramp - 1)) / ramp), 0) * (t < start) \
+        + _smoothstep(((end + ramp + 1) - t) / ramp) * (t > end)
+    last_seen = target.tips[start - ramp - 1].copy()
+    for k in np.flatnonzero(out > 0):
+        door = entry_point(target.pivot, target.tips[k], height, width, 0.08 * side)
+        target.tips[k] = target.tips[k] + (door - target.tips[k]) * out[k]
+    target.drawn = ~((t >= start) & (t <= end))
+    target.hidden = [int(k) for k in np.flatnonzero(~target.drawn)]
+    # The look-alike's tip moves onto the target's last place during the window, then leaves.
+    third = max(duration // 3, 1)
+    pull = np.clip(np.minimum((t - start + 1) / third, (end + 1 - t) / third), 0, 1) * ((t >= start) & (t <= end))
+    pull = _smoothstep(pull)
+    other.tips = other.tips + (last_seen - other.tips) * pull[:, None]
+    events = [{"type": "occluded", "obj_id": 2, "start": start, "end": end},
+              {"type": "reappear", "obj_id": 2, "frame": end + 1},
+              {"type": "distractor", "obj_id": 1, "start": start, "end": end,
+               "target_place_px": [round(float(v), 2) for v in last_seen]}]
+    return _plan(num_frames, [other, target], events)
 
 
 def _crossing(rng, num_frames, height, width) -> ScenarioPlan:
@@ -188,6 +227,30 @@ def _long(rng, num_frames, height, width) -> ScenarioPlan:
     times = np.concatenate([[0.0], np.cumsum(rates[:-1])])
     tracks = [tr.resampled(times) for tr in plan_instruments(rng, int(np.ceil(times[-1])) + 2, height, width, "slow",
                                                               retract=False)]
+    return _plan(num_frames, tracks, events)
+
+
+def _sustained(rng, num_frames, height, width) -> ScenarioPlan:
+    """Slow phases (10-20 frames) and fast ones (8-16 frames at x5-8, half of them with
+    jumps of 10-20% of the side) alternate to the end; each fast phase is a ``burst`` event."""
+    side = float(min(height, width))
+    steps, events, k, fast = np.ones(num_frames), [], 0, bool(rng.random() < 0.5)
+    while k < num_frames:
+        end = min(k + int(rng.integers(*((8, 17) if fast else (10, 21)))), num_frames) - 1
+        if fast:
+            steps[k:end + 1] = rng.uniform(5, 8)
+            events.append({"type": "burst", "start": k, "end": end})
+        k, fast = end + 1, not fast
+    tracks = plan_instruments(rng, int(np.ceil(steps.sum())) + 2, height, width, "slow", retract=False)
+    for track in tracks:  # per instrument: jumps in some fast phases (in its own time, so the curve is kept)
+        jumpy = np.zeros(num_frames)
+        for event in events:
+            if rng.random() < 0.5:
+                frame = int(rng.integers(event["start"], event["end"] + 1))
+                jumpy[frame] = rng.uniform(0.10, 0.20) * side / max(track.speed, 1e-6) * rng.choice([-1.0, 1.0])
+        times = np.clip(np.concatenate([[0.0], np.cumsum(steps[:-1] + jumpy[1:])]), 0, len(track.tips) - 1)
+        resampled = track.resampled(times)
+        track.tips, track.openings = resampled.tips, resampled.openings
     return _plan(num_frames, tracks, events)
 
 

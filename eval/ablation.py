@@ -38,6 +38,7 @@ class Row:
     infer_memory: str                # tracked with
     pruning_threshold: Optional[str] = None  # at inference, e.g. "auto"
     weights_of: Optional[str] = None  # reuse this row's checkpoints (inference-only row)
+    overrides: tuple = ()            # extra training overrides, e.g. other strides
 
     @property
     def trains(self) -> bool:
@@ -57,9 +58,19 @@ ROWS: Dict[str, Row] = {r.key: r for r in (
     Row("tsms_fast", "TSMS, tsms_fast at inference", "multiscale", "tsms", "tsms_fast", weights_of="tsms"),
     Row("auto", "TSMS, dynamic threshold", "multiscale", "tsms", "tsms", pruning_threshold="auto",
         weights_of="tsms"),
+    # TS isolated (docs/method.md): strides wider than the paper's, which slow training video needs
+    Row("ts_wide", "+TS, strides 1-6", "multiscale", "sam2", "sam2",
+        overrides=("temporal_scales=[1,2,4,6]", "scale_probs=[0.25,0.25,0.25,0.25]")),
+    # MS isolated: MS's variants at inference on the +MS weights (no TS in the way)
+    Row("ms_fast", "+MS, tsms_fast at inference", "uniform", "tsms", "tsms_fast", weights_of="ms"),
+    Row("ms_auto", "+MS, dynamic threshold", "uniform", "tsms", "tsms", pruning_threshold="auto", weights_of="ms"),
 )}
 REFERENCE = "sam2"
 PAPER_ROWS = ("sam2", "ts", "ms", "tsms")
+# The rows of each protocol of eval/ablation_synthetic.py (docs/method.md)
+SCRATCH_ROWS = ("sam2", "ts", "ms", "tsms", "motion_adaptive", "tsms_fast", "auto")
+PAPER_SETTING_ROWS = ("sam2", "ts", "ms", "tsms", "tsms_fast", "auto", "ms_fast", "ms_auto")
+TS_ISOLATED_ROWS = ("sam2", "ts", "ts_wide")
 
 
 def seed_means(per_seed: Mapping[int, Mapping[str, float]], videos: Sequence[str]) -> List[float]:
@@ -97,6 +108,47 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10000, seed: in
     return float(diff.mean()), float(low), float(high)
 
 
+def two_level_bootstrap(row: Mapping[int, Mapping[str, float]], ref: Mapping[int, Mapping[str, float]],
+                        videos: Sequence[str], n_boot: int = 10000, seed: int = 0) -> tuple:
+    """``(mean difference, low, high, se)`` over videos *and* seeds.
+
+    Each resample draws the videos with replacement and, independently, the seeds with
+    replacement (seed k of the row is paired with seed k of the reference: same data order
+    and initialisation); the difference is the mean over the drawn videos of the row's Dice
+    averaged over the drawn seeds minus the reference's. ``se`` is the bootstrap standard
+    error, from which :func:`detectable_effect` gives the design's power figure. Seeds
+    missing from either row are left out.
+    """
+    seeds = sorted(set(row) & set(ref))
+    if not seeds or not videos:
+        return math.nan, math.nan, math.nan, math.nan
+    a = np.array([[row[s].get(v, math.nan) for v in videos] for s in seeds], dtype=float)
+    b = np.array([[ref[s].get(v, math.nan) for v in videos] for s in seeds], dtype=float)
+    diff = a - b  # [seeds, videos]
+    keep = ~np.isnan(diff).any(axis=0)
+    diff = diff[:, keep]
+    if diff.size == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    n_s, n_v = diff.shape
+    s_idx = rng.integers(0, n_s, size=(n_boot, n_s))
+    v_idx = rng.integers(0, n_v, size=(n_boot, n_v))
+    means = np.empty(n_boot)
+    for i in range(n_boot):  # the mean of a [seeds x videos] resample of the difference table
+        means[i] = diff[s_idx[i]][:, v_idx[i]].mean()
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high), float(means.std(ddof=1))
+
+
+def detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference a two-sided test at ``alpha`` detects with ``power``,
+    given the standard error of the estimate: ``(z_{1-alpha/2} + z_power) * se``."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf
+    return float((z(1 - alpha / 2) + z(power)) * se)
+
+
 def summarize(scores: Mapping[str, Mapping[int, Mapping[str, float]]], groups: Mapping[str, Sequence[str]],
               reference: str = REFERENCE, n_boot: int = 10000) -> Dict[str, dict]:
     """Per row: ``{"seeds", "all": (mean, std), <group>: (mean, std), "delta": (d, low, high)}``.
@@ -113,6 +165,9 @@ def summarize(scores: Mapping[str, Mapping[int, Mapping[str, float]]], groups: M
         if reference in scores and key != reference:
             entry["delta"] = paired_bootstrap(video_means(per_seed, every), video_means(scores[reference], every),
                                               n_boot=n_boot)
+            d, low, high, se = two_level_bootstrap(per_seed, scores[reference], every, n_boot=n_boot)
+            entry["delta_videos_seeds"] = (d, low, high)
+            entry["detectable"] = detectable_effect(se) if not math.isnan(se) else math.nan
         out[key] = entry
     return out
 
@@ -196,7 +251,7 @@ def cost(per_seed: Mapping[int, dict]) -> tuple:
 def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping[str, tuple],
                 groups: Sequence[str], meta: Mapping) -> str:
     header = ["row", "sampler", "memory (train → track)", "seeds", "Dice all", "Δ vs SAM2, points [95% CI]",
-              *groups, "tokens / frame", "ms / frame"]
+              "Δ, videos × seeds [95% CI]", "detectable Δ (80% power)", *groups, "tokens / frame", "ms / frame"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
     for row in rows:
         s = summary[row.key]
@@ -205,17 +260,22 @@ def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping
             memory += f", threshold {row.pruning_threshold}"
         cells = [row.label, row.sampler, memory, str(len(s["seeds"])), fmt_mean_std(s["all"]),
                  "(reference)" if row.key == REFERENCE else fmt_delta(s.get("delta")),
+                 "" if row.key == REFERENCE else fmt_delta(s.get("delta_videos_seeds")),
+                 "" if row.key == REFERENCE or math.isnan(s.get("detectable", math.nan))
+                 else f"{100 * s['detectable']:.1f} points",
                  *[fmt_mean_std(s[g]) for g in groups],
                  f"{costs[row.key][0]:.0f}", f"{costs[row.key][1]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     videos = ", ".join(f"{g} {n}" for g, n in meta["videos_per_group"].items())
     return (f"# TS/MS ablation on synthetic video ({meta['date']})\n\n"
-            f"Mini model from scratch, {meta['size']} px, the quickstart's recipe (`experiment=synthetic_tiny`, "
-            f"{meta['train_videos']} training videos); one training per seed and trained row. Held-out videos "
+            f"{meta.get('recipe', 'Mini model from scratch')}, {meta['size']} px, "
+            f"{meta['train_videos']} training videos; one training per seed and trained row. Held-out videos "
             f"({videos}) tracked from first-frame masks; a video's Dice is the mean over its objects, first frame "
             f"excluded. Dice: mean ± std over seeds of the mean over videos. Δ: paired bootstrap over the "
-            f"{meta['n_videos']} videos of the per-video Dice averaged over seeds. Tokens: memory tokens attended "
-            f"per frame; ms / frame: median, {meta['jobs']} job(s) side by side on a shared CPU (compare within "
+            f"{meta['n_videos']} videos of the per-video Dice averaged over seeds; Δ, videos × seeds: the same "
+            f"difference with videos and seeds both resampled; detectable Δ: the smallest true difference a "
+            f"two-sided 5% test finds with 80% power, (1.96 + 0.84) × that bootstrap's standard error. "
+            f"Tokens: memory tokens attended per frame; ms / frame: median, {meta['jobs']} job(s) side by side on a shared CPU (compare within "
             f"the column only). Command: `{meta['command']}` ({meta['n_trained']} trainings, median "
             f"{meta['train_minutes']:.1f} min each).\n\n"
             + "\n".join(lines) + "\n")

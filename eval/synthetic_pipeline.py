@@ -151,6 +151,10 @@ def mean_object_dice(report: dict, videos: Optional[Sequence[str]] = None) -> fl
     return sum(scores) / len(scores) if scores else float("nan")
 
 
+# How the quickstart's summary names the scenarios of its long splits
+GROUP_LABELS = {"sustained": "long, sustained mixed motion", "long": "long, static phases"}
+
+
 def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dict]], trained: Sequence[dict],
                        wall: Dict[str, float]) -> str:
     """The quickstart's ``summary.md``: Dice per video and per motion group (mean over objects).
@@ -160,7 +164,7 @@ def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dic
     some); ``trained``: the trained model's summary.json per split.
     """
     labels = list(reports)
-    motion = {(split, v): group for split, folder in splits.items()
+    motion = {(split, v): GROUP_LABELS.get(group, group) for split, folder in splits.items()
               for group, names in videos_by_motion(folder).items() for v in names}
 
     def dice(label, keys):

@@ -23,11 +23,15 @@ def _run(script: str, args, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_quickstart_smoke_writes_every_artefact(tmp_path):
     out = tmp_path / "qs"
-    result = _run("quickstart.py", ["--out", str(out), "--test_videos", "2", "--long_videos", "1", *TOY], cwd=tmp_path)
+    result = _run("quickstart.py", ["--out", str(out), "--test_videos", "2", "--long_videos", "1", "--static_videos", "1",
+                                    *TOY], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # data, training run (config, checkpoints incl. the untrained weights, tensorboard)
-    for split in ("train", "val", "test", "test_long"):
+    for split in ("train", "val", "test", "test_long", "test_static"):
         assert (out / "data" / split / "meta.json").is_file()
+    long_meta = json.loads((out / "data" / "test_long" / "meta.json").read_text())
+    assert long_meta["scenario"] == "sustained" and long_meta["num_frames"] == 96  # sustained mixed motion
+    assert json.loads((out / "data" / "test_static" / "meta.json").read_text())["scenario"] == "long"
     run = out / "run"
     for name in ("init.pt", "last.pt"):
         assert (run / "checkpoints" / name).is_file()
@@ -38,13 +42,16 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     assert (out / "predictions" / "untrained" / "summary.json").is_file()
     assert not (out / "predictions" / "untrained_long").exists()  # the baseline skips the long videos
     assert len(list((out / "predictions" / "trained_long" / "overlays").glob("*.mp4"))) == 1
+    assert len(list((out / "predictions" / "trained_static" / "overlays").glob("*.mp4"))) == 1
     assert (out / "eval" / "dice_trained.png").stat().st_size > 0
     assert (out / "eval" / "trained_objects.csv").is_file()
     report = json.loads((out / "eval" / "trained.json").read_text())
     assert report["settings"]["skip_first"] is True
     summary = (out / "summary.md").read_text()
     assert "Dice, trained" in summary and "Dice, untrained" in summary and "fast videos" in summary
-    assert "| test_long/video_0000 | long |" in summary and "**long videos**" in summary
+    assert "| test_long/video_0000 | long, sustained mixed motion |" in summary
+    assert "| test_static/video_0000 | long, static phases |" in summary
+    assert "**long, sustained mixed motion videos**" in summary and "**long, static phases videos**" in summary
     assert summary in result.stdout  # the table is printed too
     # the commands of each stage are logged so a user can rerun them by hand
     assert "training/train_tsms_sam2.py" in result.stderr and "eval/evaluate.py" in result.stderr

@@ -119,6 +119,44 @@ def test_long_has_static_phases_and_bursts():
     assert np.nanmean(kinds["static"]) < 0.2 and np.nanmean(kinds["burst"]) > 5 * np.nanmean(kinds["static"])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_sustained_alternates_slow_and_fast_to_the_end_without_static_phases(seed):
+    plan, frames = _render("sustained", seed, num_frames=96, size=(96, 96))
+    assert len(frames) == 96 and {e["type"] for e in plan.events} == {"burst"}
+    bursts = sorted((e["start"], e["end"]) for e in plan.events)
+    assert bursts[-1][1] >= 96 - 21  # the last slow phase is at most 20 frames: fast motion to the end
+    assert all(b[0] - a[1] - 1 <= 20 for a, b in zip(bursts, bursts[1:]))  # no long calm
+    steps = _centroid_steps(frames)
+    fast = np.zeros(96, bool)
+    for start, end in bursts:
+        fast[start + 1:end + 1] = True
+    fast[0] = False
+    slow = ~fast
+    slow[0] = False
+    assert np.nanmedian(steps[fast]) > 3 * np.nanmedian(steps[slow])
+    assert np.nanmedian(steps[slow]) > 0.2  # slow, not static (the `long` scenario's static phases move < 0.2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_distractor_look_alike_stands_where_the_hidden_target_was(seed):
+    plan, frames = _render("distractor", seed, num_frames=72, size=(96, 96))
+    occluded = next(e for e in plan.events if e["type"] == "occluded")
+    assert occluded["obj_id"] == 2 and 20 <= occluded["end"] - occluded["start"] + 1 <= 40
+    assert plan.tracks[0].look == plan.tracks[1].look
+    start, end = occluded["start"], occluded["end"]
+    visible = _visible(frames, 2)
+    assert not visible[start:end + 1].any() and visible[:start].all() and visible[end + 1:].all()
+    assert _visible(frames, 1).all()  # the look-alike stays in view
+    place = np.array(next(e for e in plan.events if e["type"] == "distractor")["target_place_px"])
+    # the place is the target's tip before it left (on its mask in some earlier frame) ...
+    x, y = np.round(place).astype(int)
+    assert any(f.label[y - 2:y + 3, x - 2:x + 3].__eq__(2).any() for f in frames[:start])
+    # ... and halfway through the window the look-alike's tip is there
+    middle = (start + end) // 2
+    assert np.hypot(*(plan.tracks[0].tips[middle] - place)) < 2.0
+    assert (frames[middle].label[y - 2:y + 3, x - 2:x + 3] == 1).any()
+
+
 def test_appearance_effects_show_in_the_pixels_not_the_masks():
     plan, frames = _render("appearance", 3, num_frames=60, size=(96, 96))
     images = np.stack([f.image for f in frames]).astype(np.float32)
