@@ -241,14 +241,18 @@ def caption(meta: Mapping) -> str:
     else:
         title = f"Ablation on {meta.get('title', meta['dataset'])}"
         size = f", {meta['size']} px" if meta.get("size") else ""
-        recipe = f"Training recipe `experiment={meta['experiment']}`{size}, {meta['train_videos']} training videos"
-    where = f"{meta['jobs']} job(s) side by side" if "jobs" in meta else f"launcher {meta.get('launcher', 'unknown')}"
+        n = meta["train_videos"]
+        recipe = f"Training recipe `experiment={meta['experiment']}`{size}, {n} training video{'s' * (n != 1)}"
+    if "jobs" in meta:
+        where = f", {meta['jobs']} job(s) side by side"
+    else:
+        where = f", launcher {meta['launcher']}" if meta.get("launcher") else ""
     return (f"# {title} ({meta['date']})\n\n"
             f"{recipe}; one training per seed and trained row. Held-out videos "
             f"({videos}) tracked from first-frame masks; a video's Dice is the mean over its objects, first frame "
             f"excluded. Dice: mean ± std over seeds of the mean over videos. Δ: paired bootstrap over the "
             f"{meta['n_videos']} videos of the per-video Dice averaged over seeds. Tokens: memory tokens attended "
-            f"per frame; ms / frame: median, {where} on a shared {meta.get('device', 'CPU')} (compare within "
+            f"per frame; ms / frame: median over videos{where} on a shared {meta.get('device', 'CPU')} (compare within "
             f"the column only). Command: `{meta['command']}`{trained}.\n\n")
 
 

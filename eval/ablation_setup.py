@@ -263,7 +263,8 @@ def test_groups(cfg: DictConfig) -> Dict[str, List[str]]:
 def settings_of(cfg: DictConfig, rows: Sequence[Row]) -> dict:
     """What the scores of ``out`` depend on (see the module docstring)."""
     generated = generated_splits(cfg)
-    data = {"name": cfg.data.name, "size": cfg.data.get("size") if generated else None, "generate": generated or None}
+    data = {"name": cfg.data.name, "title": cfg.data.get("title") or cfg.data.name,
+            "size": cfg.data.get("size") if generated else None, "generate": generated or None}
     if not generated:  # a prepared dataset: its videos and their lengths stand for it
         data["videos"] = {what: video_frames(folder) for what, folder in _split_folders(cfg).items()}
     train = OmegaConf.to_container(cfg.train)
