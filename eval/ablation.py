@@ -67,7 +67,8 @@ class Row:
         """From a row of the ablation config (``configs/ablation/ablation.yaml: rows``)."""
         unknown = sorted(set(node) - ROW_FIELDS)
         if unknown:
-            raise UserError(f"row {key!r}: unknown field(s) {', '.join(unknown)}; a row has {', '.join(sorted(ROW_FIELDS))}")
+            raise UserError(f"row {key!r}: unknown field(s) {', '.join(unknown)}; a row has "
+                            f"{', '.join(sorted(ROW_FIELDS))}")
         for name in ("sampler", "memory"):
             if not isinstance(node.get(name), str):
                 raise UserError(f"row {key!r} needs a {name} (a name from configs/{name}/)")

@@ -131,7 +131,7 @@ def plan(app: Sequence[str], multirun: bool):
     from eval import ablation_setup as setup
     from training.multirun import expand_sweep
 
-    fixed, jobs = expand_sweep(app)
+    _, jobs = expand_sweep(app)
     if any(_key(o) == "out" for job in jobs for o in job.swept):
         raise UserError("out cannot be swept: one ablation writes into one out folder")
     if len(jobs) > 1 and not multirun:

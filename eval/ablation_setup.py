@@ -178,9 +178,15 @@ def compose_training(cfg: DictConfig, row: Row, seed: int) -> DictConfig:
     from training.config import compose_train_config
 
     try:
-        return compose_train_config(overrides=training_overrides(cfg, row, seed))
+        train_cfg = compose_train_config(overrides=training_overrides(cfg, row, seed))
     except UserError as exc:
         raise UserError(f"row {row.key!r}: {exc}") from exc
+    checkpoint = train_cfg.model.get("checkpoint")
+    if checkpoint and not Path(checkpoint).is_file():  # the trainer would find out in every job
+        raise UserError(f"row {row.key!r}: model.checkpoint not found: {checkpoint} (download the official SAM2.1 "
+                        f"weights into checkpoints/, see checkpoints/README.md, or train from scratch with "
+                        f"'train.overrides=[model.checkpoint=null]')")
+    return train_cfg
 
 
 # --------------------------------------------------------------------------- data
@@ -300,10 +306,12 @@ def check_settings(out: Path, settings: dict) -> dict:
             raise UserError(f"{out / SETTINGS} was written by an older version of the ablation; choose another out=")
         changed = changed_keys({k: v for k, v in old.items() if k != "rows"},
                            {k: v for k, v in settings.items() if k != "rows"})
+        def definition(row: dict) -> dict:
+            return {k: v for k, v in row.items() if k != "label"}
+
         for key, row in settings["rows"].items():
             if key in old["rows"]:
-                changed += [f"rows.{key}.{k}" for k in changed_keys({k: v for k, v in old["rows"][key].items() if k != "label"},
-                                                                 {k: v for k, v in row.items() if k != "label"})]
+                changed += [f"rows.{key}.{k}" for k in changed_keys(definition(old["rows"][key]), definition(row))]
         if changed:
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             raise UserError(f"{out} holds an ablation made with other settings ({shown}); rerun with the same ones "

@@ -79,7 +79,8 @@ def multirun_overrides(args) -> List[str]:
                  "row=" + ",".join(args.rows), f"data.size={args.size}",
                  f"{g}.train.num_videos={args.train_videos}", f"{g}.val.num_videos={args.val_videos}",
                  f"{g}.fast.num_videos={args.test_videos}", f"{g}.slow.num_videos={args.test_videos}",
-                 f"{g}.scenarios.num_videos={5 * args.scenario_videos}", f"{g}.scenarios.num_frames={args.scenario_frames}",
+                 f"{g}.scenarios.num_videos={5 * args.scenario_videos}",
+                 f"{g}.scenarios.num_frames={args.scenario_frames}",
                  *(f"{g}.{split}.num_frames={args.frames}" for split in ("train", "val", "fast", "slow")),
                  f"threads={args.threads}", f"bootstrap={args.bootstrap}"]
     if args.epochs is not None:

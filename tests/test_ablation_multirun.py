@@ -198,3 +198,17 @@ def test_a_prepared_endovis_dataset(tmp_path, capsys):
                 src / "JPEGImages" / "instrument_dataset_1" / "00005.jpg")
     code, err = _run(argv, capsys)
     assert code == 2 and "other settings (" in err and "data.videos.test/valid.instrument_dataset_1" in err
+
+
+def test_a_failed_job_is_named_in_one_line_and_the_others_finish(basic, tmp_path, capsys):
+    out = tmp_path / "abl"
+    shutil.copytree(basic, out)
+    (out / "scores" / "tsms_fast" / "s1.json").unlink()
+    bad = '+rows.bad={sampler: uniform, memory: sam2, overrides: ["data.train.video_list=[no_such_video]"]}'
+    code, err = _run(["-m", "seed=1", "row=bad,tsms_fast", "reference=tsms", f"out={out}", *TINY, bad], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and err.strip().splitlines()[-1] == errors[0]
+    assert errors[0].startswith("error: 1 of 2 jobs did not finish: bad seed 1 (") and "no_such_video" in errors[0]
+    assert "rerun the same command to retry them" in errors[0]
+    assert _scores(out, "tsms_fast", 1)["dice"] == _scores(basic, "tsms_fast", 1)["dice"]  # the other job ran
+    assert (out / "logs" / "bad_s1.error").is_file() and "bad" in json.loads((out / "settings.json").read_text())["rows"]
