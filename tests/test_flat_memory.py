@@ -59,7 +59,7 @@ def test_stored_outputs_do_not_grow_with_the_video(predictor, long_video):
 
 
 def test_prompts_behind_the_tracking_front(predictor, long_video):
-    """The documented exception (models/eviction.py, README): re-prompting the last tracked
+    """The documented exception (models/eviction.py, docs/usage.md): re-prompting the last tracked
     frame, and tracking on from it, is identical to keeping everything; a prompt further
     back finds evicted outputs (the frame's own, or its memory frames') and reads them as
     missing, so it differs, but it works, per object and batched (it crashed before)."""

@@ -1,4 +1,4 @@
-"""The layers of docs/ARCHITECTURE (README "Repository layout"): which package may import which."""
+"""The layers of docs/ARCHITECTURE (docs/usage.md "Repository layout"): which package may import which."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def test_sweep_refuses_to_start_over_and_resumes(tmp_path, data_root):
 
 
 def test_cli_multirun_two_by_two(tmp_path, data_root):
-    """The README form `-m sampler=a,b seed=1,2`: 4 real 1-step runs, each with its own dir and metric."""
+    """The docs/training.md form `-m sampler=a,b seed=1,2`: 4 real 1-step runs, each with its own dir and metric."""
     spec = importlib.util.spec_from_file_location("train_cli_multirun", REPO / "training" / "train_tsms_sam2.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -46,7 +46,7 @@ def _small(data_root, run_dir, *extra):
 
 
 def test_readme_command_runs_on_synthetic_data(data_root, tmp_path):
-    """The README command (plus overrides) through the real script: last/best checkpoints and TensorBoard."""
+    """The docs/training.md command (plus overrides) through the real script: last/best checkpoints and TensorBoard."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--config", "configs/tsms_sam2_surg.yaml", "--epochs", "1", "--batch_size", "1",
            *_small(data_root, run_dir, "trainer.val_max_frames=4", "trainer.image_every=1")]
