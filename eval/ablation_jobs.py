@@ -74,9 +74,11 @@ def _job_environment(threads: Optional[int]) -> Iterator[None]:
     """The job's torch threads, no progress bars; put back after (the basic launcher runs
     every job in the launching process)."""
     import torch
+    from tqdm import std
 
     from utils.logging import disable_progress_bars
 
+    bars = std.tqdm.__init__
     disable_progress_bars()
     previous = torch.get_num_threads()
     if threads is not None:
@@ -85,6 +87,7 @@ def _job_environment(threads: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+        std.tqdm.__init__ = bars
 
 
 def run_job(cfg: DictConfig) -> str:

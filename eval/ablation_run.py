@@ -97,6 +97,9 @@ def hydra_app_state() -> Iterator[None]:
         yield
     finally:
         sys.argv = argv
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()  # the jobs' log files
         root.handlers[:] = handlers
         root.setLevel(level)
         if path is None:
