@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.ablation import Row
 from models.memory_spec import preset_names
-from models.safe_config import check_config
+from models.safe_config import TRAINING_RESOLVERS, check_config
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
 from utils.io import atomic_write, plain_name
@@ -54,9 +54,10 @@ def compose_ablation(overrides: Sequence[str]) -> DictConfig:
 
 def check_job_config(cfg: DictConfig) -> DictConfig:
     """The ablation's config names no callable (it builds nothing itself; what the training
-    builds is checked again by ``compose_train_config``) and resolves; ``out`` is absolute."""
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # a copy without Hydra's node
-    check_config(cfg, source="the ablation config", allowed=frozenset())
+    builds is checked again by ``compose_train_config``) and calls no resolver but the
+    training YAMLs' lookups (``oc.env``, ``oc.select``); then it is resolved."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # a plain copy (Hydra hands jobs a read-only one)
+    check_config(cfg, source="the ablation config", allowed=frozenset(), resolvers=TRAINING_RESOLVERS)
     try:
         OmegaConf.resolve(cfg)
     except Exception as exc:
