@@ -25,6 +25,7 @@ import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
@@ -41,6 +42,9 @@ log = logging.getLogger("ablation_run")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 PASS_THROUGH_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve")
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
+PLUGINS = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+           "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+           "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")}
 
 
 def split_overrides(overrides: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -63,6 +67,10 @@ def split_overrides(overrides: Sequence[str]) -> Tuple[List[str], List[str]]:
         if key == "hydra/launcher":
             if override.is_sweep_override() or override.value() not in LAUNCHERS:
                 raise UserError(f"hydra/launcher must be one of {', '.join(LAUNCHERS)}, got {override.value()!r}")
+            module, package = PLUGINS.get(override.value(), (None, None))
+            if module and importlib.util.find_spec(module) is None:
+                raise UserError(f"hydra/launcher={override.value()} needs the {package} package "
+                                f"(pip install {package}; it is in requirements.txt)")
         elif not (key.startswith("hydra.launcher.") or key == "hydra.verbose") or "_target_" in key:
             raise UserError(f"{key} cannot be set here: the ablation writes only under out= (Hydra's files in "
                             f"out/hydra/); choose hydra/launcher=<{'|'.join(LAUNCHERS)}> and its hydra.launcher.* "
@@ -193,6 +201,8 @@ def device_name(device: str, launcher: str) -> str:
 def launch(argv: Optional[Sequence[str]] = None, command: Optional[str] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a.split("=", 1)[0] in PASS_THROUGH_FLAGS for a in argv):
+        if any(a in MULTIRUN_FLAGS for a in argv):
+            raise UserError("--help, --cfg and --info show one job's config: leave out -m (--multirun)")
         return run_hydra(argv) or 0  # help or config display: nothing runs
     bad = [a for a in argv if a.startswith("-") and a not in MULTIRUN_FLAGS]
     if bad:

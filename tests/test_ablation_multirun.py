@@ -212,3 +212,17 @@ def test_a_failed_job_is_named_in_one_line_and_the_others_finish(basic, tmp_path
     assert "rerun the same command to retry them" in errors[0]
     assert _scores(out, "tsms_fast", 1)["dice"] == _scores(basic, "tsms_fast", 1)["dice"]  # the other job ran
     assert (out / "logs" / "bad_s1.error").is_file() and "bad" in json.loads((out / "settings.json").read_text())["rows"]
+
+
+def test_a_missing_launcher_plugin_is_named(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "hydra_plugins.hydra_joblib_launcher" else real(name, *a))
+    code, err = _run(["-m", f"out={tmp_path / 'abl'}", "hydra/launcher=joblib"], capsys)
+    assert code == 2 and err.strip() == ("error: hydra/launcher=joblib needs the hydra-joblib-launcher package "
+                                         "(pip install hydra-joblib-launcher; it is in requirements.txt)")
+    code, err = _run(["-m", "--cfg", "job"], capsys)
+    assert code == 2 and "leave out -m" in err
+    assert not (tmp_path / "abl").exists()
