@@ -56,7 +56,7 @@ def check_job_config(cfg: DictConfig) -> DictConfig:
     """The ablation's config names no callable (it builds nothing itself; what the training
     builds is checked again by ``compose_train_config``) and calls no resolver but the
     training YAMLs' lookups (``oc.env``, ``oc.select``); then it is resolved."""
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # a plain copy (Hydra hands jobs a read-only one)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # a plain, writable copy
     check_config(cfg, source="the ablation config", allowed=frozenset(), resolvers=TRAINING_RESOLVERS)
     try:
         OmegaConf.resolve(cfg)

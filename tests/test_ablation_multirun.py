@@ -211,7 +211,8 @@ def test_a_failed_job_is_named_in_one_line_and_the_others_finish(basic, tmp_path
     assert errors[0].startswith("error: 1 of 2 jobs did not finish: bad seed 1 (") and "no_such_video" in errors[0]
     assert "rerun the same command to retry them" in errors[0]
     assert _scores(out, "tsms_fast", 1)["dice"] == _scores(basic, "tsms_fast", 1)["dice"]  # the other job ran
-    assert (out / "logs" / "bad_s1.error").is_file() and "bad" in json.loads((out / "settings.json").read_text())["rows"]
+    assert (out / "logs" / "bad_s1.error").is_file()
+    assert "bad" in json.loads((out / "settings.json").read_text())["rows"]
 
 
 def test_a_missing_launcher_plugin_is_named(tmp_path, capsys, monkeypatch):
