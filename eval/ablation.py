@@ -1,15 +1,16 @@
 """The TS/MS ablation: its rows, and the statistics and table of its results.
 
-A row is a training recipe (sampler, memory) and the memory used at inference. Rows that
-only change inference reuse the checkpoints of the row they name (``weights_of``), so
-every seed of ``tsms_fast`` is the ``tsms`` model of that seed, tracked with another memory.
+A row is a training recipe (sampler, memory, overrides) and the memory used at inference;
+the rows are data (``configs/ablation/ablation.yaml: rows``). Rows that only change
+inference reuse the checkpoints of the row they name (``weights_of``), so every seed of
+``tsms_fast`` is the ``tsms`` model of that seed, tracked with another memory.
 
 Statistics (docs/method.md, "The ablation"): the unit is a held-out video, scored as the
 mean Dice over its objects (first frame excluded).
 
 * **Dice of a row, per seed**: mean over the videos of a group (or all videos); the table
   gives mean ± sample std (ddof=1) over the seeds.
-* **Difference from the reference row** (SAM2): per video, the row's Dice averaged over its
+* **Difference from the reference row** (SAM2 by default): per video, the row's Dice averaged over its
   seeds minus the reference's averaged over its seeds; the mean of those differences, with
   a 95% percentile interval from a paired bootstrap over videos (videos resampled with
   replacement, the same draw for both rows).
@@ -22,15 +23,22 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from utils.errors import UserError
 from utils.io import atomic_write
 
 
 @dataclass(frozen=True)
 class Row:
+    """One row of the table: the recipe it is trained with and the memory it tracks with.
+
+    ``overrides``: more training overrides for this row; ``weights_of``: the row whose
+    checkpoints (same seed) it tracks with instead of training its own.
+    """
+
     key: str
     label: str
     sampler: str
@@ -38,7 +46,7 @@ class Row:
     infer_memory: str                # tracked with
     pruning_threshold: Optional[str] = None  # at inference, e.g. "auto"
     weights_of: Optional[str] = None  # reuse this row's checkpoints (inference-only row)
-    overrides: tuple = ()            # extra training overrides, e.g. other strides
+    overrides: Tuple[str, ...] = ()
 
     @property
     def trains(self) -> bool:
@@ -48,29 +56,46 @@ class Row:
     def run_key(self) -> str:
         return self.weights_of or self.key
 
+    def definition(self) -> dict:
+        """What its scores depend on (the label is only shown)."""
+        return {"sampler": self.sampler, "memory": self.memory, "infer_memory": self.infer_memory,
+                "pruning_threshold": self.pruning_threshold, "weights_of": self.weights_of,
+                "overrides": list(self.overrides)}
 
-ROWS: Dict[str, Row] = {r.key: r for r in (
-    Row("sam2", "SAM2", "uniform", "sam2", "sam2"),
-    Row("ts", "+TS", "multiscale", "sam2", "sam2"),
-    Row("ms", "+MS", "uniform", "tsms", "tsms"),
-    Row("tsms", "TSMS", "multiscale", "tsms", "tsms"),
-    Row("motion_adaptive", "TSMS, motion-adaptive TS", "motion_adaptive", "tsms", "tsms"),
-    Row("tsms_fast", "TSMS, tsms_fast at inference", "multiscale", "tsms", "tsms_fast", weights_of="tsms"),
-    Row("auto", "TSMS, dynamic threshold", "multiscale", "tsms", "tsms", pruning_threshold="auto",
-        weights_of="tsms"),
-    # TS isolated (docs/method.md): strides wider than the paper's, which slow training video needs
-    Row("ts_wide", "+TS, strides 1-6", "multiscale", "sam2", "sam2",
-        overrides=("temporal_scales=[1,2,4,6]", "scale_probs=[0.25,0.25,0.25,0.25]")),
-    # MS isolated: MS's variants at inference on the +MS weights (no TS in the way)
-    Row("ms_fast", "+MS, tsms_fast at inference", "uniform", "tsms", "tsms_fast", weights_of="ms"),
-    Row("ms_auto", "+MS, dynamic threshold", "uniform", "tsms", "tsms", pruning_threshold="auto", weights_of="ms"),
-)}
+    @classmethod
+    def from_mapping(cls, key: str, node: Mapping) -> "Row":
+        """From a row of the ablation config (``configs/ablation/ablation.yaml: rows``)."""
+        unknown = sorted(set(node) - ROW_FIELDS)
+        if unknown:
+            raise UserError(f"row {key!r}: unknown field(s) {', '.join(unknown)}; a row has "
+                            f"{', '.join(sorted(ROW_FIELDS))}")
+        for name in ("sampler", "memory"):
+            if not isinstance(node.get(name), str):
+                raise UserError(f"row {key!r} needs a {name} (a name from configs/{name}/)")
+        threshold = node.get("pruning_threshold")
+        overrides = node.get("overrides") or []
+        if isinstance(overrides, str) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise UserError(f"row {key!r}: overrides must be a list of key=value strings, got {overrides!r}")
+        return cls(key=key, label=str(node.get("label") or key), sampler=node["sampler"], memory=node["memory"],
+                   infer_memory=node.get("infer_memory") or node["memory"],
+                   pruning_threshold=None if threshold is None else str(threshold),
+                   weights_of=node.get("weights_of"), overrides=tuple(overrides))
+
+
+ROW_FIELDS = frozenset({"label", "sampler", "memory", "infer_memory", "pruning_threshold", "weights_of", "overrides"})
+ROWS_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ablation" / "ablation.yaml"
+
+
+def default_rows() -> Dict[str, Row]:
+    """The rows of ``configs/ablation/ablation.yaml``."""
+    from omegaconf import OmegaConf
+
+    rows = OmegaConf.to_container(OmegaConf.load(ROWS_CONFIG).rows)
+    return {key: Row.from_mapping(key, node) for key, node in rows.items()}
+
+
 REFERENCE = "sam2"
 PAPER_ROWS = ("sam2", "ts", "ms", "tsms")
-# The rows of each protocol of eval/ablation_synthetic.py (docs/method.md)
-SCRATCH_ROWS = ("sam2", "ts", "ms", "tsms", "motion_adaptive", "tsms_fast", "auto")
-PAPER_SETTING_ROWS = ("sam2", "ts", "ms", "tsms", "tsms_fast", "auto", "ms_fast", "ms_auto")
-TS_ISOLATED_ROWS = ("sam2", "ts", "ts_wide")
 
 
 def seed_means(per_seed: Mapping[int, Mapping[str, float]], videos: Sequence[str]) -> List[float]:
@@ -186,7 +211,8 @@ def fmt_delta(delta: Optional[tuple]) -> str:
     return f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
-def write_plot(summary: Mapping[str, dict], groups: Sequence[str], labels: Mapping[str, str], path) -> None:
+def write_plot(summary: Mapping[str, dict], groups: Sequence[str], labels: Mapping[str, str], path,
+               reference: str = "SAM2") -> None:
     """Left: each row's difference from the reference with its 95% interval; right: Dice per
     group and row (bars: mean over seeds, whiskers: std over seeds)."""
     import matplotlib
@@ -207,7 +233,7 @@ def write_plot(summary: Mapping[str, dict], groups: Sequence[str], labels: Mappi
         left.errorbar([d], [yi], xerr=[[d - low], [high - d]], fmt="o", color="C0", capsize=4)
     left.axvline(0, color="grey", lw=1)
     left.set_yticks(y, [labels[k] for k in keys])
-    left.set_xlabel("Dice points vs SAM2 (95% paired bootstrap)")
+    left.set_xlabel(f"Dice points vs {reference} (95% paired bootstrap)")
     width = 0.8 / len(keys)
     x = np.arange(len(groups))
     for i, key in enumerate(keys):
@@ -248,9 +274,39 @@ def cost(per_seed: Mapping[int, dict]) -> tuple:
     return (float(np.mean(tokens)) if tokens else math.nan), ms
 
 
+def caption(meta: Mapping) -> str:
+    """The table's title and caption from ``meta`` (see :func:`write_results`)."""
+    videos = ", ".join(f"{g} {n}" for g, n in meta["videos_per_group"].items())
+    trained = (f" ({meta['n_trained']} trainings, median {meta['train_minutes']:.1f} min each)"
+               if meta.get("n_trained") else "")
+    if meta.get("dataset", "synthetic") == "synthetic":
+        title = "TS/MS ablation on synthetic video"
+        recipe = (f"Mini model from scratch, {meta['size']} px, the quickstart's recipe (`experiment=synthetic_tiny`, "
+                  f"{meta['train_videos']} training videos)")
+    else:
+        title = f"Ablation on {meta.get('title', meta['dataset'])}"
+        size = f", {meta['size']} px" if meta.get("size") else ""
+        n = meta["train_videos"]
+        recipe = f"Training recipe `experiment={meta['experiment']}`{size}, {n} training video{'s' * (n != 1)}"
+    if "jobs" in meta:
+        where = f", {meta['jobs']} job(s) side by side"
+    else:
+        where = f", launcher {meta['launcher']}" if meta.get("launcher") else ""
+    return (f"# {title} ({meta['date']})\n\n"
+            f"{recipe}; one training per seed and trained row. Held-out videos "
+            f"({videos}) tracked from first-frame masks; a video's Dice is the mean over its objects, first frame "
+            f"excluded. Dice: mean ± std over seeds of the mean over videos. Δ: paired bootstrap over the "
+            f"{meta['n_videos']} videos of the per-video Dice averaged over seeds; Δ, videos × seeds: the same "
+            f"difference with videos and seeds both resampled (seed k paired with seed k); detectable Δ: the smallest "
+            f"true difference a two-sided 5% test finds with 80% power, (1.96 + 0.84) × that bootstrap's standard "
+            f"error. Tokens: memory tokens attended per frame; ms / frame: median over videos{where} on a shared {meta.get('device', 'CPU')} (compare within "
+            f"the column only). Command: `{meta['command']}`{trained}.\n\n")
+
+
 def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping[str, tuple],
-                groups: Sequence[str], meta: Mapping) -> str:
-    header = ["row", "sampler", "memory (train → track)", "seeds", "Dice all", "Δ vs SAM2, points [95% CI]",
+                groups: Sequence[str], meta: Mapping, reference: str = REFERENCE) -> str:
+    ref_label = next((r.label for r in rows if r.key == reference), reference)
+    header = ["row", "sampler", "memory (train → track)", "seeds", "Dice all", f"Δ vs {ref_label}, points [95% CI]",
               "Δ, videos × seeds [95% CI]", "detectable Δ (80% power)", *groups, "tokens / frame", "ms / frame"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
     for row in rows:
@@ -259,26 +315,14 @@ def to_markdown(rows: Sequence[Row], summary: Mapping[str, dict], costs: Mapping
         if row.pruning_threshold:
             memory += f", threshold {row.pruning_threshold}"
         cells = [row.label, row.sampler, memory, str(len(s["seeds"])), fmt_mean_std(s["all"]),
-                 "(reference)" if row.key == REFERENCE else fmt_delta(s.get("delta")),
-                 "" if row.key == REFERENCE else fmt_delta(s.get("delta_videos_seeds")),
-                 "" if row.key == REFERENCE or math.isnan(s.get("detectable", math.nan))
+                 "(reference)" if row.key == reference else fmt_delta(s.get("delta")),
+                 "" if row.key == reference else fmt_delta(s.get("delta_videos_seeds")),
+                 "" if row.key == reference or math.isnan(s.get("detectable", math.nan))
                  else f"{100 * s['detectable']:.1f} points",
                  *[fmt_mean_std(s[g]) for g in groups],
                  f"{costs[row.key][0]:.0f}", f"{costs[row.key][1]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    videos = ", ".join(f"{g} {n}" for g, n in meta["videos_per_group"].items())
-    return (f"# TS/MS ablation on synthetic video ({meta['date']})\n\n"
-            f"{meta.get('recipe', 'Mini model from scratch')}, {meta['size']} px, "
-            f"{meta['train_videos']} training videos; one training per seed and trained row. Held-out videos "
-            f"({videos}) tracked from first-frame masks; a video's Dice is the mean over its objects, first frame "
-            f"excluded. Dice: mean ± std over seeds of the mean over videos. Δ: paired bootstrap over the "
-            f"{meta['n_videos']} videos of the per-video Dice averaged over seeds; Δ, videos × seeds: the same "
-            f"difference with videos and seeds both resampled; detectable Δ: the smallest true difference a "
-            f"two-sided 5% test finds with 80% power, (1.96 + 0.84) × that bootstrap's standard error. "
-            f"Tokens: memory tokens attended per frame; ms / frame: median, {meta['jobs']} job(s) side by side on a shared CPU (compare within "
-            f"the column only). Command: `{meta['command']}` ({meta['n_trained']} trainings, median "
-            f"{meta['train_minutes']:.1f} min each).\n\n"
-            + "\n".join(lines) + "\n")
+    return caption(meta) + "\n".join(lines) + "\n"
 
 
 def events_markdown(rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]]) -> str:
@@ -297,22 +341,24 @@ def events_markdown(rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]
 
 
 def write_results(out, rows: Sequence[Row], scores: Mapping[str, Mapping[int, dict]], groups: Mapping[str, list],
-                  settings: Mapping) -> str:
+                  settings: Mapping, reference: str = REFERENCE) -> str:
     """``results.json``, ``results.md`` and ``ablation.png`` under ``out``; returns the markdown.
-    ``settings``: size, train_videos, jobs, bootstrap, n_trained, train_minutes (median per
-    training) and the command, for the text."""
+    ``settings``: what the caption shows (:func:`caption`: dataset, size, train_videos,
+    bootstrap, the command, n_trained and train_minutes, jobs or launcher ...)."""
     out = Path(out)
     dice = {key: {seed: r["dice"] for seed, r in per_seed.items()} for key, per_seed in scores.items()}
-    summary = summarize(dice, groups, n_boot=settings["bootstrap"])
+    summary = summarize(dice, groups, reference=reference, n_boot=settings["bootstrap"])
     costs = {key: cost(per_seed) for key, per_seed in scores.items()}
-    meta = {"date": date.today().isoformat(), **settings, "videos_per_group": {g: len(v) for g, v in groups.items()},
+    meta = {"date": date.today().isoformat(), **settings, "reference": reference,
+            "videos_per_group": {g: len(v) for g, v in groups.items()},
             "n_videos": sum(len(v) for v in groups.values())}
-    text = to_markdown(rows, summary, costs, list(groups), meta) + events_markdown(rows, scores)
+    text = to_markdown(rows, summary, costs, list(groups), meta, reference) + events_markdown(rows, scores)
     with atomic_write(out / "results.json", "w") as f:
         json.dump(_json_safe({"meta": meta, "groups": groups, "summary": summary, "costs": costs, "scores": scores}),
                   f, indent=1)
     with atomic_write(out / "results.md", "w") as f:
         f.write(text)
+    ref_label = next((r.label for r in rows if r.key == reference), reference)
     with atomic_write(out / "ablation.png", "wb") as f:
-        write_plot(summary, list(groups), {r.key: r.label for r in rows}, f)
+        write_plot(summary, list(groups), {r.key: r.label for r in rows}, f, ref_label)
     return text

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("utils", "data", "models", "training", "inference", "eval")
 # eval/ holds scoring (pure: utils + data) and orchestration (benchmarks, ablation, pipeline).
 EVAL_ORCHESTRATION = {"benchmark_speed", "benchmark_memory", "benchmark_evaluate", "ablation_synthetic",
+                      "ablation_run", "ablation_jobs", "ablation_setup", "ablation_report",
                       "synthetic_pipeline", "onnx_parity", "benchmark_annotator"}
 ALLOWED = {
     "utils": {"utils"},
