@@ -1,16 +1,19 @@
-"""Quickstart: train TSMS-SAM2 on synthetic surgical video, then predict and score, on CPU.
+"""Quickstart: fine-tune TSMS-SAM2 on synthetic surgical video, then predict and score, on CPU.
 
-    python quickstart.py                       # ~15 min on 2 CPU cores, writes runs/quickstart/
+    python quickstart.py                       # <= 10 min on 2 CPU cores, writes runs/quickstart/
+    python quickstart.py --from_scratch        # the mini model from random weights (no base)
     python quickstart.py --init_checkpoint auto  # start from an official SAM2.1 file in checkpoints/
-    python quickstart.py --base runs/pretrain_generic/checkpoints/last.pt  # fine-tune a pretrained base
 
 Stages (each runs the documented CLI, logged so it can be rerun by hand):
 
-1. ``data/synthetic.py``: train, validation and held-out test videos, mixed slow/fast motion;
-2. ``training/train_tsms_sam2.py experiment=synthetic_tiny``: the 2.3M-parameter SAM2.1
-   "mini" from scratch, with TS (multi-scale clips) and MS (memory split + pruning);
+1. ``data/synthetic.py``: train, validation and held-out test videos: mixed slow/fast motion,
+   long videos of sustained mixed motion, and one long video with static phases;
+2. ``training/train_tsms_sam2.py experiment=synthetic_finetune``: the 2.3M-parameter
+   SAM2.1 "mini" fine-tuned from the pretrained base checkpoints/tsms_sam2_mini_base.pt
+   (``experiment=synthetic_tiny`` from scratch without one), with TS (multi-scale clips)
+   and MS (memory split + pruning);
 3. ``inference/predict_video.py --dataset_dir``: the held-out videos, first-frame mask
-   prompts, once with the trained weights and once with the untrained ones;
+   prompts, once with the fine-tuned weights and once with the base's;
 4. ``eval/evaluate.py --skip_first``: Dice per object, video and overall.
 
 Outputs under ``--out``: ``run/`` (config, checkpoints, tensorboard), ``predictions/``
@@ -133,7 +136,8 @@ def find_base_checkpoint(args) -> Path | None:
 
 
 def training_overrides(args, data_dir: Path) -> list[str]:
-    overrides = ["experiment=synthetic_tiny", f"data_root={data_dir}", "data.train.root=${data_root}/train",
+    base = find_base_checkpoint(args)
+    overrides = [f"experiment={'synthetic_finetune' if base else 'synthetic_tiny'}", f"data_root={data_dir}", "data.train.root=${data_root}/train",
                  "data.val.root=${data_root}/val", f"seed={args.seed}", "trainer.save_initial=true",
                  f"resolution={args.size}"]
     if args.init_checkpoint:
@@ -142,10 +146,8 @@ def training_overrides(args, data_dir: Path) -> list[str]:
         # Pretrained: fine-tuning lrs, frozen image encoder (affordable on CPU), 1 epoch.
         overrides += [f"model.config={model}", f"model.checkpoint={path}", "model.freeze_image_encoder=true",
                       "resolution=256", "base_lr=5e-5", "vision_lr=0", "epochs=1", "data.train.multiplier=8"]
-    base = find_base_checkpoint(args)
     if base is not None:
-        # The fine-tuning recipe from the base is still synthetic_tiny's (to be tuned: docs/training.md).
-        log.info("fine-tuning the pretrained base %s", base)
+        log.info("fine-tuning the pretrained base %s (experiment=synthetic_finetune)", base)
         overrides.append(f"model.checkpoint={base}")
     if args.epochs is not None:
         overrides.append(f"epochs={args.epochs}")

@@ -279,7 +279,13 @@ def caption(meta: Mapping) -> str:
     videos = ", ".join(f"{g} {n}" for g, n in meta["videos_per_group"].items())
     trained = (f" ({meta['n_trained']} trainings, median {meta['train_minutes']:.1f} min each)"
                if meta.get("n_trained") else "")
-    if meta.get("dataset", "synthetic") == "synthetic":
+    base = meta.get("base")
+    if base:
+        title = f"Ablation on {meta.get('title', meta['dataset'])}"
+        size = f", {meta['size']} px" if meta.get("size") else ""
+        recipe = (f"Fine-tuned from the pretrained base {base['file']} (sha256 {base['sha256'][:12]}…) with "
+                  f"`experiment={meta['experiment']}`{size}, {meta['train_videos']} training videos")
+    elif meta.get("dataset", "synthetic") == "synthetic":
         title = "TS/MS ablation on synthetic video"
         recipe = (f"Mini model from scratch, {meta['size']} px, the quickstart's recipe (`experiment=synthetic_tiny`, "
                   f"{meta['train_videos']} training videos)")

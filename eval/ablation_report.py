@@ -78,7 +78,8 @@ def caption_settings(settings: Mapping) -> dict:
     else:
         train_videos = len(data.get("videos", {}).get("train", {}))
     return {"dataset": data["name"], "title": data.get("title", data["name"]), "experiment": train["experiment"],
-            "size": data.get("size") or train.get("resolution"), "train_videos": train_videos}
+            "size": data.get("size") or train.get("resolution"), "train_videos": train_videos,
+            "base": train.get("base")}
 
 
 def write_report(out, keys: Optional[Sequence[str]] = None, reference: str = abl.REFERENCE, bootstrap: int = 10000,

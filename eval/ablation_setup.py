@@ -25,7 +25,7 @@ from models.memory_spec import preset_names
 from models.safe_config import TRAINING_RESOLVERS, check_config
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
-from utils.io import atomic_write, plain_name
+from utils.io import atomic_write, file_sha256, plain_name
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,21 @@ def run_dir(out: Path, row: Row, seed: int) -> Path:
     return out / "runs" / f"{row.key}_s{seed}"
 
 
+def base_checkpoint(cfg: DictConfig) -> Optional[Path]:
+    """The checkpoint every trained row fine-tunes from (``train.base``; a relative path is
+    looked up from the working directory, then from the repository), or ``None``."""
+    base = cfg.train.get("base")
+    if not base:
+        return None
+    path = Path(str(base)).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
+    if not path.is_file():
+        raise UserError(f"train.base: checkpoint not found: {base} (the pretrained base: docs/training.md, "
+                        f"'Pretraining the base')")
+    return path.resolve()
+
+
 def training_overrides(cfg: DictConfig, row: Row, seed: int) -> List[str]:
     """The training CLI's overrides for ``row`` (a row that trains) and ``seed``."""
     data, train = cfg.data, cfg.train
@@ -171,6 +186,9 @@ def training_overrides(cfg: DictConfig, row: Row, seed: int) -> List[str]:
         overrides.append(f"epochs={train.epochs}")
     if train.clips_per_video is not None:
         overrides.append(f"data.train.multiplier={train.clips_per_video}")
+    base = base_checkpoint(cfg)
+    if base is not None:
+        overrides.append(f"model.checkpoint={quoted(base)}")
     return overrides + list(train.overrides or []) + list(row.overrides)
 
 
@@ -275,6 +293,10 @@ def settings_of(cfg: DictConfig, rows: Sequence[Row]) -> dict:
     if not generated:  # a prepared dataset: its videos and their lengths stand for it
         data["videos"] = {what: video_frames(folder) for what, folder in _split_folders(cfg).items()}
     train = OmegaConf.to_container(cfg.train)
+    train.pop("base", None)
+    base = base_checkpoint(cfg)
+    if base is not None:  # the file's content, not its path: an out folder may move, a base may not change
+        train["base"] = {"file": base.name, "sha256": file_sha256(base)}
     return {"format": SETTINGS_FORMAT, "data": data, "train": train,
             "rows": {r.key: {"label": r.label, **r.definition()} for r in rows}}
 

@@ -227,3 +227,49 @@ def test_a_missing_launcher_plugin_is_named(tmp_path, capsys, monkeypatch):
     code, err = _run(["-m", "--cfg", "job"], capsys)
     assert code == 2 and "leave out -m" in err
     assert not (tmp_path / "abl").exists()
+
+
+def test_rows_fine_tune_a_base_whose_content_is_a_setting(basic, tmp_path, capsys):
+    """train.base (the protocols' pretrained base): every trained row starts from it, and the
+    file's sha256, not its path, is a setting: a changed base is refused in the same out."""
+    import hashlib
+
+    base = tmp_path / "base.pt"
+    shutil.copy(basic / "runs" / "tsms_s1" / "checkpoints" / "last.pt", base)
+    out = tmp_path / "abl"
+    code, err = _run(["-m", f"out={out}", "seed=1", "row=sam2", f"data.base={base}", *TINY], capsys)
+    assert code == 0, err
+    config = (out / "runs" / "sam2_s1" / "config.yaml").read_text()
+    assert f"checkpoint: {base.resolve()}" in config
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["train"]["base"] == {"file": "base.pt", "sha256": hashlib.sha256(base.read_bytes()).hexdigest()}
+    assert "Fine-tuned from the pretrained base base.pt" in (out / "results.md").read_text()
+    base.write_bytes(base.read_bytes() + b"\0")  # another base under the same name
+    code, err = _run(["-m", f"out={out}", "seed=2", "row=sam2", f"data.base={base}", *TINY], capsys)
+    assert code == 2 and "train.base.sha256" in err and err.count("\n") == 1
+    code, err = _run(["-m", f"out={tmp_path / 'x'}", "row=sam2", f"data.base={tmp_path / 'none.pt'}", *TINY], capsys)
+    assert code == 2 and "train.base: checkpoint not found" in err
+
+
+@pytest.mark.parametrize("data, n_videos, groups", [
+    ("synthetic_paper", 50, {"fast", "slow", "sustained", "basic96", "occlusion", "crossing", "jumps", "long",
+                             "appearance", "distractor"}),
+    ("synthetic_ts_isolated", 22, {"fast", "jumps", "sustained"})])
+def test_the_protocols_of_docs_method(data, n_videos, groups, tmp_path):
+    """P1 and P2 (docs/method.md): >= 40 held-out videos for the paper's setting, slow-only
+    training for TS isolated, both fine-tuned from the pretrained base."""
+    from data.synthetic_scenarios import video_scenarios
+    from eval.ablation_setup import compose_ablation, generated_splits
+
+    cfg = compose_ablation([f"data={data}", f"out={tmp_path}"])
+    assert cfg.train.base == "checkpoints/tsms_sam2_mini_base.pt" and cfg.train.experiment == "synthetic_finetune"
+    splits = generated_splits(cfg)
+    tests = {k: v for k, v in splits.items() if k not in ("train", "val")}
+    assert sum(v["num_videos"] for v in tests.values()) == n_videos
+    named = {v.get("scenario", "basic") for v in tests.values()}
+    found = {k if v.get("scenario", "basic") == "basic" else s for k, v in tests.items()
+             for s in video_scenarios(v["num_videos"], v.get("scenario", "basic"))}
+    assert found == groups and named <= groups | {"basic", "mixed"}
+    if data == "synthetic_ts_isolated":
+        assert splits["train"]["speed"] == "slow" and splits["val"]["speed"] == "slow"
+        assert splits["train"]["num_frames"] >= 8 * 6 - 5  # an 8-frame clip fits stride 6
