@@ -98,7 +98,10 @@ class MemoryPlan:
 
 
 def rule_settings(model) -> RuleSettings:
-    spec = getattr(model.memory_attention, "spec", None)
+    rule = getattr(model, "memory_rule", None)
+    if isinstance(rule, RuleSettings):
+        return rule
+    spec = getattr(getattr(model, "memory_attention", None), "spec", None)
     if spec is None:
         return RuleSettings()
     return RuleSettings(**{k: getattr(spec, k) for k in RuleSettings.__dataclass_fields__})
