@@ -12,6 +12,7 @@ import torch
 from data.collate import ClipBatch
 from models import MemorySpec, TrackingSession, build_model
 from models.box_kalman import BoxKalmanFilter, box_iou, mask_boxes, xyxy_to_xyah
+from models.eviction import evict_unreachable_outputs, is_evicted
 from models.memory_pruning import clips_in_batch
 from models.memory_rules import (STABLE_FRAMES_THRESHOLD, MemoryPlan, RuleSettings, _dam_records, distractor_present,
                                  frame_records, motion_context, plan_memory, weight_ious_by_motion)
@@ -341,3 +342,47 @@ def test_training_refuses_inference_only_rules(preset):
     node = OmegaConf.load(f"configs/memory/{preset}.yaml")
     with pytest.raises(UserError, match="inference-time rule"):
         memory_spec(OmegaConf.create({"memory": node}))
+
+
+# ------------------------------------------------------------------ flat memory, the CLI
+def _evicting_model(selection):
+    return SimpleNamespace(num_maskmem=7, memory_temporal_stride_for_eval=1, max_obj_ptrs_in_encoder=16,
+                           use_obj_ptrs_in_encoder=True, memory_rule=RuleSettings(selection=selection))
+
+
+def test_eviction_keeps_what_a_rule_may_still_select():
+    scores = {t: [0.5 if t % 3 == 0 else 0.0] for t in range(1, 60)}
+    state = {"output_dict_per_obj": {0: _memory(scores)}}
+    evict_unreachable_outputs(_evicting_model("quality"), state, 59, False)
+    non_cond = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+    old = [t for t in non_cond if 15 < t < 40]  # (frames within reach of the prompt are kept anyway)
+    assert old and all(t % 3 == 0 and not is_evicted(non_cond[t]) for t in old)  # gate passed: kept whole
+    assert all(t in non_cond for t in range(44, 60))  # pointer reach: kept (stripped or not)
+    assert is_evicted(non_cond[50]) and non_cond[50]["mem_eff"].item() == 0.0  # records survive stripping
+    # SAM2's rule drops the old frames whatever their score
+    state = {"output_dict_per_obj": {0: _memory(scores)}}
+    evict_unreachable_outputs(_evicting_model("recent"), state, 59, False)
+    assert not [t for t in state["output_dict_per_obj"][0]["non_cond_frame_outputs"] if 15 < t < 40]
+    # DAM4SAM: the frames in the newest RAM/DRM buffers stay, however old
+    state = {"output_dict_per_obj": {0: _memory(scores, dam_drm={t: [[-10 ** 9, 24, 29]] for t in range(1, 60)})}}
+    for entry in state["output_dict_per_obj"][0]["non_cond_frame_outputs"].values():
+        entry["dam_drm"] = entry["dam_drm"].long()
+    evict_unreachable_outputs(_evicting_model("dam4sam"), state, 59, False)
+    non_cond = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+    assert not is_evicted(non_cond[24]) and not is_evicted(non_cond[29]) and 25 not in non_cond
+
+
+def test_predict_video_with_each_rule(mini_checkpoint, tmp_path):
+    from inference.predict_video import main
+    from utils.cli import run_cli
+
+    masks = make_two_object_video(tmp_path / "vid", num_frames=6)
+    prompt = tmp_path / "prompt.png"
+    from PIL import Image
+    Image.fromarray(masks[1][0].astype(np.uint8)).save(prompt)
+    for preset in RULE_PRESETS:
+        out = tmp_path / preset
+        args = ["--video_path", tmp_path / "vid", "--checkpoint", mini_checkpoint, "--model_cfg", "mini",
+                "--prompt_type", "mask", "--mask_path", prompt, "--memory", preset, "--output_dir", out, "--quiet"]
+        assert run_cli(main, [str(a) for a in args]) == 0, preset
+        assert len(list(out.rglob("*.png"))) == 6, preset
