@@ -55,7 +55,7 @@ def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> in
     changed = 0
     for out in state["output_dict_per_obj"].values():
         non_cond = out["non_cond_frame_outputs"]
-        pinned = pinned_frames(rule, out)
+        pinned = pinned_frames(rule, out, frame_idx)
         for t in list(non_cond):
             behind = (nxt - t) * sign  # how far back from the next frame
             # one frame more than the next frame needs: a new prompt on the last tracked

@@ -405,16 +405,17 @@ def plan_memory(settings: RuleSettings, model, output_dict, frame_idx: int, reve
     return MemoryPlan(tuple(slots), anchors)
 
 
-def pinned_frames(settings: RuleSettings, out: dict) -> set:
-    """Frames a rule may still attend however old (DAM4SAM's buffers, newest entry)."""
+def pinned_frames(settings: RuleSettings, out: dict, frame_idx: int) -> set:
+    """Frames a rule may attend next however old: DAM4SAM's RAM/DRM buffers as of
+    ``frame_idx`` and its neighbours (what tracking on, or prompting, the next frames reads)."""
     if settings.selection != "dam4sam":
         return set()
-    non_cond = out["non_cond_frame_outputs"]
     pinned = set()
-    for entry in non_cond.values():
+    for t in (frame_idx - 1, frame_idx, frame_idx + 1):
+        entry = out["non_cond_frame_outputs"].get(t) or out["cond_frame_outputs"].get(t)
         for key in ("dam_ram", "dam_drm"):
-            if entry.get(key) is not None:
-                pinned.update(int(t) for t in entry[key].flatten() if int(t) != _NONE)
+            if entry is not None and entry.get(key) is not None:
+                pinned.update(int(x) for x in entry[key].flatten() if int(x) != _NONE)
     return pinned
 
 

@@ -50,7 +50,8 @@ def _frames_read(predictor, out: dict, frame_idx: int, window: int) -> Tuple[int
     """The non-conditioning frames this object's memory may read (a DAM4SAM anchor may be older)."""
     near = range(frame_idx - window, frame_idx + window + 1)
     frames = {t for t in near if t in out["non_cond_frame_outputs"]}
-    frames |= {t for t in pinned_frames(rule_settings(predictor), out) if t in out["non_cond_frame_outputs"]}
+    pinned = pinned_frames(rule_settings(predictor), out, frame_idx)
+    frames |= {t for t in pinned if t in out["non_cond_frame_outputs"]}
     return tuple(sorted(frames))
 
 

@@ -364,12 +364,15 @@ def test_eviction_keeps_what_a_rule_may_still_select():
     evict_unreachable_outputs(_evicting_model("recent"), state, 59, False)
     assert not [t for t in state["output_dict_per_obj"][0]["non_cond_frame_outputs"] if 15 < t < 40]
     # DAM4SAM: the frames in the newest RAM/DRM buffers stay, however old
-    state = {"output_dict_per_obj": {0: _memory(scores, dam_drm={t: [[-10 ** 9, 24, 29]] for t in range(1, 60)})}}
+    buffers = {t: [[-10 ** 9, 20, 21]] for t in range(1, 60)}  # older buffers: no longer read
+    buffers[58] = buffers[59] = [[-10 ** 9, 24, 29]]
+    state = {"output_dict_per_obj": {0: _memory(scores, dam_drm=buffers)}}
     for entry in state["output_dict_per_obj"][0]["non_cond_frame_outputs"].values():
         entry["dam_drm"] = entry["dam_drm"].long()
     evict_unreachable_outputs(_evicting_model("dam4sam"), state, 59, False)
     non_cond = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     assert not is_evicted(non_cond[24]) and not is_evicted(non_cond[29]) and 25 not in non_cond
+    assert 20 not in non_cond and 21 not in non_cond  # only the buffers tracking reads next pin frames
 
 
 def test_predict_video_with_each_rule(mini_checkpoint, tmp_path):
