@@ -389,3 +389,24 @@ def test_predict_video_with_each_rule(mini_checkpoint, tmp_path):
                 "--prompt_type", "mask", "--mask_path", prompt, "--memory", preset, "--output_dir", out, "--quiet"]
         assert run_cli(main, [str(a) for a in args]) == 0, preset
         assert len(list(out.rglob("*.png"))) == 6, preset
+
+
+def test_eviction_leaves_a_rules_tracking_unchanged(tmp_path):
+    """40 frames with DAM4SAM (its RAM holds frames older than SAM2's reach): outputs beyond
+    SAM2's reach are stripped or dropped, except what the rule may still attend, so tracking
+    equals keeping everything. (The gate rules' side: test_eviction_keeps_what_a_rule_may_still_select.)"""
+    masks = make_two_object_video(tmp_path / "long", num_frames=40)
+    torch.manual_seed(0)
+    predictor = build_model(config="mini", memory="dam4sam", predictor=True)
+
+    def run(evict):
+        with TrackingSession(predictor, tmp_path / "long", evict_outputs=evict) as session:
+            session.add_mask(0, 1, masks[1][0])
+            logits = {r.frame_idx: r.mask_logits for r in session.propagate()}
+            stored = len(session.state["output_dict_per_obj"][0]["non_cond_frame_outputs"])
+        return logits, stored
+
+    kept, stored_all = run(False)
+    evicted, stored_few = run(True)
+    assert stored_all == 39 and stored_few < 39
+    assert all(torch.equal(kept[t], evicted[t]) for t in kept)
