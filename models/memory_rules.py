@@ -188,16 +188,13 @@ def frame_records(settings: RuleSettings, sam_outputs, output_dict, frame_idx: i
         chosen = torch.argmax(ious, dim=-1)
     else:
         chosen = torch.zeros(batch, dtype=torch.long, device=ious.device)
-    chosen_iou = original.gather(1, chosen[:, None])[:, 0].detach().float().cpu()
-    obj = obj_score.detach().reshape(batch, -1)[:, 0].float().cpu()
-    present = torch.where(obj > 0, obj.sigmoid() * 2 - 1, torch.zeros_like(obj))
     mask = high_res[:, 0].detach() > 0
-    rec = {
-        "mem_iou": chosen_iou,
-        "mem_obj": obj,
-        "mem_eff": present * original.detach().float().max(dim=-1).values.cpu(),
-        "mem_area": mask.flatten(1).sum(1).float().cpu(),
-    }
+    obj_dev = obj_score.detach().reshape(batch, -1)[:, 0].float()
+    scores = torch.stack([original.gather(1, chosen[:, None])[:, 0].detach().float(), obj_dev,
+                          original.detach().float().max(dim=-1).values, mask.flatten(1).sum(1).float()])
+    chosen_iou, obj, best_iou, area = scores.cpu()  # one transfer (one sync on GPU)
+    present = torch.where(obj > 0, obj.sigmoid() * 2 - 1, torch.zeros_like(obj))
+    rec = {"mem_iou": chosen_iou, "mem_obj": obj, "mem_eff": present * best_iou, "mem_area": area}
     if settings.uses_motion:
         rec.update(_kalman_records(motion, mask, chosen.cpu(), chosen_iou, prompted))
     if settings.selection == "dam4sam":
@@ -296,7 +293,7 @@ def _dam_records(settings: RuleSettings, output_dict, frame_idx: int, reverse: b
     if prompted:  # DAM4SAM starts its buffers after the initialisation frame
         return {"dam_ram": ram, "dam_drm": drm, "dam_last_ram": last_ram, "dam_last_drm": last_drm,
                 "dam_sizes": sizes}
-    area = mask.flatten(1).sum(1).cpu()
+    area = mask.flatten(1).sum(1).cpu()  # (DAM4SAM's rule is host-side, like its authors')
     multi = None
     for r in range(batch):
         n = int(area[r])
