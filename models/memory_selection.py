@@ -75,6 +75,8 @@ def planned_output_dict(model, output_dict: dict, plan: MemoryPlan, frame_idx: i
     batch = ref["maskmem_features"].shape[0]
     non_cond = {}
     for k, (feat, ptr) in enumerate(plan.slots, start=1):
+        if feat is None and ptr is None:
+            continue  # nothing at k back (SAM2 pads)
         key = frame_idx + k if reverse else frame_idx - k
         pointer = _take(source[ptr]["obj_ptr"], rows) if ptr is not None else None
         if feat is not None:
