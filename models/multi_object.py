@@ -70,7 +70,7 @@ def group_objects(predictor, state, obj_idxs: Sequence[int], frame_idx: int, win
 
 class _MergedOutputs:
     """A group's per-frame memory entries concatenated along the batch, built once per
-    frame and group within one propagation (frames already tracked do not change)."""
+    frame and group within one propagation (until that frame is tracked again)."""
 
     def __init__(self):
         self._cache: Dict[Tuple, dict] = {}
@@ -96,6 +96,12 @@ class _MergedOutputs:
         frames = _frames_read(predictor, first, frame_idx, window)
         non_cond = {t: self.entry(state, "non_cond_frame_outputs", t, group) for t in frames}
         return {"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond}
+
+    def forget_frame(self, frame_idx: int) -> None:
+        """A frame was (re)tracked: its merged entries are stale (a re-propagation over frames
+        tracked before would otherwise read their old memory)."""
+        for k in [k for k in self._cache if k[0] == "non_cond_frame_outputs" and k[1] == frame_idx]:
+            del self._cache[k]
 
     def forget_before(self, frame_idx: int, window: int, reverse: bool) -> None:
         far = [k for k in self._cache if k[0] == "non_cond_frame_outputs"
@@ -145,6 +151,7 @@ def propagate_objects_batched(predictor, state, start_frame_idx=None, max_frame_
                 pred_masks[obj_idx] = masks[i: i + 1]
         for obj_idx in range(n_obj):
             state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+        merged.forget_frame(frame_idx)
         merged.forget_before(frame_idx, window, reverse)
         _, video_res_masks = predictor._get_orig_video_res_output(state, torch.cat(pred_masks, dim=0))
         yield frame_idx, obj_ids, video_res_masks

@@ -411,3 +411,23 @@ def test_eviction_leaves_a_rules_tracking_unchanged(tmp_path):
     evicted, stored_few = run(True)
     assert stored_all == 29 and stored_few <= 25  # frames beyond SAM2's reach were stripped
     assert all(torch.equal(kept[t], evicted[t]) for t in kept)
+
+
+def test_batched_re_propagation_after_a_correction_reads_the_new_memory(video):
+    """Correct one object on a tracked frame and track it again: batched tracking must read the
+    frames it re-tracks, not their first-pass memory (a cache kept the old ones: DAM4SAM's RAM
+    then differed from one object at a time; SAM2's rule differed by ~2e-6)."""
+    path, masks = video
+    torch.manual_seed(0)
+    predictor = build_model(config="mini", memory="dam4sam", predictor=True)
+    out = {}
+    for batch in (False, True):
+        with TrackingSession(predictor, path, batch_objects=batch) as session:
+            session.add_mask(2, 1, masks[1][2])
+            session.add_mask(2, 2, masks[2][2])
+            list(session.propagate(direction="both"))
+            session.add_points(3, 1, points=[[40, 40]], labels=[1])
+            out[batch] = {r.frame_idx: r.mask_logits for r in session.propagate(start_frame=3, obj_ids=[1])}
+    assert sorted(out[True]) == [3, 4, 5, 6]
+    for t in out[False]:
+        torch.testing.assert_close(out[True][t], out[False][t], rtol=1e-5, atol=1e-5)
