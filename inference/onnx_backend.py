@@ -60,6 +60,10 @@ class OnnxVideoPredictor:
         if int(self.memory["memory_bank_size"]) != self.num_maskmem:
             raise UserError(f"memory_bank_size {self.memory['memory_bank_size']} differs from the export's "
                             f"{self.num_maskmem}; export again with that bank size")
+        if self.memory.get("selection", "recent") != "recent" or self.memory.get("motion_mask_choice"):
+            raise UserError(f"the onnxruntime loop implements SAM2's recent-frame memory only, not "
+                            f"{self.memory.get('name', 'this memory')}'s {self.memory.get('selection')} selection; "
+                            f"use the PyTorch backend")
         unsupported = [k for k in ("non_overlap_masks", "clear_non_cond_mem_around_input") if settings.get(k)]
         if unsupported:
             raise UserError(f"the onnxruntime loop does not implement {', '.join(unsupported)} (set in this export)")

@@ -29,7 +29,8 @@ def parse_args(argv=None):
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", help="our checkpoint (embeds its config) or an official SAM2 file")
     model.add_argument("--model_cfg", help="model config for official SAM2 checkpoints, e.g. configs/sam2.1/sam2.1_hiera_s.yaml or 'small'")
-    model.add_argument("--memory", default=None, help="memory preset: tsms | tsms_fast | tsms_pool | sam2 | surgsam2 (default: the checkpoint's, else tsms)")
+    model.add_argument("--memory", default=None, help="memory preset: tsms | tsms_fast | tsms_pool | sam2 | surgsam2 | quality | tsms_quality | samurai | "
+                       "dam4sam (configs/memory/; default: the checkpoint's, else tsms)")
     model.add_argument("--memory_bank_size", type=int, help="attended memory frames (SAM2's num_maskmem, default 7)")
     model.add_argument("--pruning_threshold", type=_threshold, help="only prune memory frames at least this similar "
                        "(cosine in [-1, 1]), or 'auto': more similar than usual for this video (docs/method.md)")

@@ -23,6 +23,8 @@ then read as missing (sam2's padding), memory and pointer alike
 
 from __future__ import annotations
 
+from models.memory_rules import RECORD_KEYS, keep_for_selection, pinned_frames, rule_settings
+
 _STRIPPED = "evicted"
 
 
@@ -49,9 +51,11 @@ def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> in
     sign = -1 if reverse else 1
     nxt = frame_idx + sign  # the next frame to be tracked
     cond = {t for d in state["output_dict_per_obj"].values() for t in d["cond_frame_outputs"]}
+    rule = rule_settings(model)  # a memory-selection rule may attend older frames
     changed = 0
     for out in state["output_dict_per_obj"].values():
         non_cond = out["non_cond_frame_outputs"]
+        pinned = pinned_frames(rule, out, frame_idx)
         for t in list(non_cond):
             behind = (nxt - t) * sign  # how far back from the next frame
             # one frame more than the next frame needs: a new prompt on the last tracked
@@ -59,6 +63,8 @@ def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> in
             if behind <= mem_reach + 1 or any(abs(t - c) <= reach for c in cond):
                 continue
             entry = non_cond[t]
+            if not entry.get(_STRIPPED) and (t in pinned or keep_for_selection(rule, model, entry, behind)):
+                continue
             if behind > ptr_reach + 1:
                 del non_cond[t]
                 changed += 1
@@ -70,6 +76,7 @@ def evict_unreachable_outputs(model, state, frame_idx: int, reverse: bool) -> in
                     "maskmem_pos_enc": None,
                     "pred_masks": None,
                     _STRIPPED: True,
+                    **{k: entry[k] for k in RECORD_KEYS if k in entry},  # the rule's scores and state
                 }
                 changed += 1
     return changed

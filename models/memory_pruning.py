@@ -127,6 +127,27 @@ def active_clip_rows() -> Optional[ClipRows]:
     return _CLIPS.get()
 
 
+@contextlib.contextmanager
+def clip_rows_subset(rows: Sequence[int]) -> Iterator[Optional[ClipRows]]:
+    """Inside the block, the active clip rows restricted to batch elements ``rows`` (renumbered
+    in that order, same histories): for a memory call on some rows only (a memory-selection
+    group, :mod:`models.memory_selection`). A no-op outside a training forward."""
+    clips = _CLIPS.get()
+    if clips is None:
+        yield None
+        return
+    position = {r: i for i, r in enumerate(rows)}
+    kept = [(tuple(position[r] for r in clip if r in position), history)
+            for clip, history in zip(clips.rows, clips.histories)]
+    kept = [(clip, history) for clip, history in kept if clip]
+    subset = ClipRows(tuple(c for c, _ in kept), tuple(h for _, h in kept))
+    token = _CLIPS.set(subset)
+    try:
+        yield subset
+    finally:
+        _CLIPS.reset(token)
+
+
 @dataclass(frozen=True)
 class PruneGroup:
     """One half of the memory: candidate frame indices judged against one reference."""

@@ -19,6 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from models.memory_pruning import AUTO, SIMILARITIES
+from models.memory_rules import SELECTIONS
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
 
@@ -54,6 +55,18 @@ class MemorySpec:
         pool_size: average-pool older kept frames this many tokens per side (1: off).
         full_res_frames: newest kept frames that stay at full resolution when pooling.
         auto_quantile: the quantile of the dynamic threshold (``pruning_threshold: auto``).
+        selection: which past frames are memory candidates (:mod:`models.memory_rules`):
+            ``recent`` (SAM2's last frames), ``quality`` (SAM 3 / SAM2Long: frames whose
+            predicted quality passed ``quality_threshold``), ``samurai`` (IoU, object and
+            Kalman motion scores), ``dam4sam`` (recent-appearance + distractor-resolving
+            memory). MS pruning and pooling act on the selected frames.
+        quality_threshold: SAM 3's ``mf_threshold`` on IoU x object presence.
+        samurai_iou_threshold / samurai_obj_threshold / samurai_kf_threshold: SAMURAI's
+            ``memory_bank_*_threshold``s.
+        kf_score_weight: weight of the motion score in SAMURAI's mask choice.
+        motion_mask_choice: SAMURAI's motion-aware choice among the multimask outputs.
+        ram_size / ram_every / drm_size: DAM4SAM's RAM slots, RAM update period (frames)
+            and DRM anchor slots.
     """
 
     name: str = "tsms"
@@ -68,6 +81,16 @@ class MemorySpec:
     pool_size: int = 1
     full_res_frames: int = 2
     auto_quantile: float = 0.5
+    selection: str = "recent"
+    quality_threshold: float = 0.01
+    samurai_iou_threshold: float = 0.5
+    samurai_obj_threshold: float = 0.0
+    samurai_kf_threshold: float = 0.0
+    kf_score_weight: float = 0.15
+    motion_mask_choice: bool = False
+    ram_size: int = 3
+    ram_every: int = 5
+    drm_size: int = 3
 
     def __post_init__(self):
         if self.module not in MODULES:
@@ -90,7 +113,20 @@ class MemorySpec:
         q = self.auto_quantile
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
             raise UserError(f"auto_quantile must lie in [0, 1], got {q!r}")
-        for key in ("use_mem_split", "prune_in_training", "enabled"):
+        if self.selection not in SELECTIONS:
+            raise UserError(f"memory selection must be one of {SELECTIONS}, got {self.selection!r}")
+        for key in ("quality_threshold", "samurai_iou_threshold", "samurai_obj_threshold", "samurai_kf_threshold",
+                    "kf_score_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise UserError(f"{key} must be a number, got {value!r}")
+            object.__setattr__(self, key, float(value))
+        if not 0 <= self.kf_score_weight <= 1:
+            raise UserError(f"kf_score_weight must lie in [0, 1], got {self.kf_score_weight!r}")
+        for key in ("ram_size", "ram_every", "drm_size"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
+                raise UserError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
+        for key in ("use_mem_split", "prune_in_training", "enabled", "motion_mask_choice"):
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"{key} must be true or false, got {getattr(self, key)!r}")
 

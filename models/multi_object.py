@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from models.eviction import is_evicted, memory_reach, pointer_reach
+from models.memory_rules import RECORD_KEYS, horizon, pinned_frames, rule_settings
 
 # Entries of a frame's output that memory reads (``_prepare_memory_conditioned_features``).
 _MEMORY_KEYS = ("maskmem_features", "obj_ptr")
@@ -38,27 +39,38 @@ def processing_order(state, start_frame_idx, max_frame_num_to_track, reverse) ->
 
 def memory_window(predictor) -> int:
     """How far back (in frames) memory can read: memory frames and object pointers (the
-    reach output eviction uses too)."""
-    return max(memory_reach(predictor), pointer_reach(predictor))
+    reach output eviction uses too; a quality-gate rule's selection horizon)."""
+    window = max(memory_reach(predictor), pointer_reach(predictor))
+    if rule_settings(predictor).selection in ("quality", "samurai"):
+        window = max(window, horizon(predictor))
+    return window
 
 
-def _memory_key(out: dict, frame_idx: int, window: int) -> Tuple:
-    """Which frames this object's memory would read: objects with the same key batch."""
+def _frames_read(predictor, out: dict, frame_idx: int, window: int) -> Tuple[int, ...]:
+    """The non-conditioning frames this object's memory may read (a DAM4SAM anchor may be older)."""
     near = range(frame_idx - window, frame_idx + window + 1)
-    return tuple(sorted(out["cond_frame_outputs"])), tuple(t for t in near if t in out["non_cond_frame_outputs"])
+    frames = {t for t in near if t in out["non_cond_frame_outputs"]}
+    pinned = pinned_frames(rule_settings(predictor), out, frame_idx)
+    frames |= {t for t in pinned if t in out["non_cond_frame_outputs"]}
+    return tuple(sorted(frames))
 
 
-def group_objects(state, obj_idxs: Sequence[int], frame_idx: int, window: int) -> List[List[int]]:
+def _memory_key(predictor, out: dict, frame_idx: int, window: int) -> Tuple:
+    """Which frames this object's memory would read: objects with the same key batch."""
+    return tuple(sorted(out["cond_frame_outputs"])), _frames_read(predictor, out, frame_idx, window)
+
+
+def group_objects(predictor, state, obj_idxs: Sequence[int], frame_idx: int, window: int) -> List[List[int]]:
     groups: Dict[Tuple, List[int]] = {}
     for obj_idx in obj_idxs:
-        key = _memory_key(state["output_dict_per_obj"][obj_idx], frame_idx, window)
+        key = _memory_key(predictor, state["output_dict_per_obj"][obj_idx], frame_idx, window)
         groups.setdefault(key, []).append(obj_idx)
     return list(groups.values())
 
 
 class _MergedOutputs:
     """A group's per-frame memory entries concatenated along the batch, built once per
-    frame and group within one propagation (frames already tracked do not change)."""
+    frame and group within one propagation (until that frame is tracked again)."""
 
     def __init__(self):
         self._cache: Dict[Tuple, dict] = {}
@@ -72,16 +84,24 @@ class _MergedOutputs:
             else:
                 merged = {k: torch.cat([o[k] for o in outs]) for k in _MEMORY_KEYS}
                 merged["maskmem_pos_enc"] = [torch.cat(xs) for xs in zip(*(o["maskmem_pos_enc"] for o in outs))]
+            for k in RECORD_KEYS:  # a memory-selection rule's per-object scores and state
+                if all(o.get(k) is not None for o in outs):
+                    merged[k] = torch.cat([o[k] for o in outs])
             self._cache[key] = merged
         return self._cache[key]
 
-    def output_dict(self, state, group: Tuple[int, ...], frame_idx: int, window: int) -> dict:
+    def output_dict(self, predictor, state, group: Tuple[int, ...], frame_idx: int, window: int) -> dict:
         first = state["output_dict_per_obj"][group[0]]
         cond = {t: self.entry(state, "cond_frame_outputs", t, group) for t in first["cond_frame_outputs"]}
-        near = range(frame_idx - window, frame_idx + window + 1)
-        non_cond = {t: self.entry(state, "non_cond_frame_outputs", t, group)
-                    for t in near if t in first["non_cond_frame_outputs"]}
+        frames = _frames_read(predictor, first, frame_idx, window)
+        non_cond = {t: self.entry(state, "non_cond_frame_outputs", t, group) for t in frames}
         return {"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond}
+
+    def forget_frame(self, frame_idx: int) -> None:
+        """A frame was (re)tracked: its merged entries are stale (a re-propagation over frames
+        tracked before would otherwise read their old memory)."""
+        for k in [k for k in self._cache if k[0] == "non_cond_frame_outputs" and k[1] == frame_idx]:
+            del self._cache[k]
 
     def forget_before(self, frame_idx: int, window: int, reverse: bool) -> None:
         far = [k for k in self._cache if k[0] == "non_cond_frame_outputs"
@@ -119,10 +139,10 @@ def propagate_objects_batched(predictor, state, start_frame_idx=None, max_frame_
                     predictor._clear_obj_non_cond_mem_around_input(state, frame_idx, obj_idx)
             else:
                 to_track.append(obj_idx)
-        for group in group_objects(state, to_track, frame_idx, window):
+        for group in group_objects(predictor, state, to_track, frame_idx, window):
             group = tuple(group)
             current_out, masks = predictor._run_single_frame_inference(
-                inference_state=state, output_dict=merged.output_dict(state, group, frame_idx, window),
+                inference_state=state, output_dict=merged.output_dict(predictor, state, group, frame_idx, window),
                 frame_idx=frame_idx, batch_size=len(group), is_init_cond_frame=False, point_inputs=None,
                 mask_inputs=None, reverse=reverse, run_mem_encoder=True,
             )
@@ -131,6 +151,7 @@ def propagate_objects_batched(predictor, state, start_frame_idx=None, max_frame_
                 pred_masks[obj_idx] = masks[i: i + 1]
         for obj_idx in range(n_obj):
             state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+        merged.forget_frame(frame_idx)
         merged.forget_before(frame_idx, window, reverse)
         _, video_res_masks = predictor._get_orig_video_res_output(state, torch.cat(pred_masks, dim=0))
         yield frame_idx, obj_ids, video_res_masks

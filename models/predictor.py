@@ -16,6 +16,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from models.eviction import evict_unreachable_outputs, forget_evicted_frame, hide_evicted_memory
 from models.frames import EndOfStream, LazyFrameTensors
+from models.memory_selection import MemorySelectionMixin, capture_records
 from models.multi_object import propagate_objects_batched
 from models.speed import run_in_fp32
 
@@ -27,8 +28,9 @@ def hole_filling_available(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" and importlib.util.find_spec("sam2._C") is not None
 
 
-class TSMSVideoPredictor(SAM2VideoPredictor):
-    """SAM2VideoPredictor over lazy frame sources, with output eviction for long videos."""
+class TSMSVideoPredictor(MemorySelectionMixin, SAM2VideoPredictor):
+    """SAM2VideoPredictor over lazy frame sources, with output eviction for long videos and
+    the memory-selection rules of :mod:`models.memory_rules` (``MemorySpec.selection``)."""
 
     reads_frame_sources = True  # init_state takes a frame source and evict_outputs
 
@@ -123,6 +125,13 @@ class TSMSVideoPredictor(SAM2VideoPredictor):
         return super()._prepare_memory_conditioned_features(
             frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds, feat_sizes, output_dict,
             num_frames, track_in_reverse)
+
+    def _run_single_frame_inference(self, *args, **kwargs):
+        """sam2 keeps a compact copy of each frame's output; keep the memory rule's records too."""
+        with capture_records() as records:
+            compact, masks = super()._run_single_frame_inference(*args, **kwargs)
+        compact.update(records)
+        return compact, masks
 
     @torch.inference_mode()
     def add_new_points_or_box(self, inference_state, frame_idx, obj_id, *args, **kwargs):

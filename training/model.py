@@ -37,6 +37,7 @@ from sam2.modeling.sam2_base import SAM2Base
 
 from data.collate import ClipBatch
 from models.memory_pruning import clips_in_batch
+from models.memory_selection import MemorySelectionMixin
 from training.batch import ClipOutputs, FrameOutputs
 from training.prompts import ObjectRows, PromptConfig, PromptPlan, add_click, draw_uniform, plan_prompts, sample_click
 
@@ -44,7 +45,7 @@ SAM2_BASE_TARGET = "sam2.modeling.sam2_base.SAM2Base"
 TRAIN_MODEL_TARGET = "training.model.TSMSTrainModel"
 
 
-class TSMSTrainModel(SAM2Base):
+class TSMSTrainModel(MemorySelectionMixin, SAM2Base):
     """SAM2Base plus a training forward. Constructor: exactly ``SAM2Base``'s arguments, so
     the model config stays a SAM2 config; prompt settings come with each call."""
 
