@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Dict, Iterator, Optional
@@ -139,6 +140,12 @@ def ensure_trained(cfg: DictConfig, row: Row, seed: int) -> Path:
     if done.is_file() and checkpoint.is_file():
         return checkpoint
     train_cfg = setup.compose_training(cfg, row, seed)  # checked before the lock: a bad row fails at once
+    if multiprocessing.parent_process() is not None and train_cfg.get("num_workers"):
+        # a launcher's worker process (joblib's loky) cannot fork data-loading workers of its
+        # own; jobs side by side keep the cores busy anyway
+        log.info("%s seed %d: data loaded in the job's process (num_workers=0) inside a launcher worker",
+                 row.key, seed)
+        train_cfg.num_workers = 0
     with wait_for_lock(run, "ablation training"):
         if done.is_file() and checkpoint.is_file():  # another job trained it while this one waited
             return checkpoint

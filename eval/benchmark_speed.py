@@ -99,9 +99,11 @@ def export_for_benchmark(model: str, image_size: int, weights, work: Path) -> Pa
     return out
 
 
-def build_predictors(model: str, image_size: int, specs, device, work: Path = None):
-    """Every predictor of ``specs`` (see :func:`variants`), all with sam2's random weights
-    (``work``: where the ONNX export goes, for ``onnx`` rows)."""
+def build_predictors(model: str, image_size: int, specs, device, work: Path = None, checkpoint=None):
+    """Every predictor of ``specs`` (see :func:`variants`), all with the same weights: sam2's
+    random ones, or ``checkpoint``'s (ours, of this model; memory rules that gate frames on
+    predicted quality attend what trained weights predict) (``work``: where the ONNX export
+    goes, for ``onnx`` rows)."""
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -112,6 +114,11 @@ def build_predictors(model: str, image_size: int, specs, device, work: Path = No
     config, overrides = sam2_config_and_overrides(model, image_size)
     torch.manual_seed(0)
     meta = build_sam2_video_predictor(config, None, device=str(device), hydra_overrides_extra=overrides)
+    if checkpoint is not None:
+        from models import read_checkpoint
+
+        trained = {k: v.float() if v.is_floating_point() else v for k, v in read_checkpoint(checkpoint)["model"].items()}
+        meta.load_state_dict(trained, strict=True)  # our models keep every SAM2 key
     weights, predictors = meta.state_dict(), {}
     for name, kind, memory, dtype, compiled in specs:
         if kind == "onnx":
@@ -217,12 +224,13 @@ def track_interleaved(predictors: dict, video_dir: Path, masks, device, rotate: 
     return runs
 
 
-def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats, warmup_frames) -> list:
+def benchmark(model, image_size, specs, video_dir, object_masks, device, repeats, warmup_frames,
+              checkpoint=None) -> list:
     """Rows for each object count of ``object_masks`` (``{n: [mask, ...]}``); the
     predictors are built (and compiled) once for all of them."""
     from models.speed import autocast
 
-    predictors = build_predictors(model, image_size, specs, device, work=video_dir.parents[2])
+    predictors = build_predictors(model, image_size, specs, device, work=video_dir.parents[2], checkpoint=checkpoint)
     steady_from = max(warmup_frames, predictors[META][0].num_maskmem)
     meta_predictor, _, meta_dtype = predictors[META]
     floor = encoder_floor(meta_predictor, image_size, device, lambda: autocast(device, meta_dtype), repeats=max(5, repeats * 3))
@@ -318,6 +326,11 @@ def to_markdown(rows, meta) -> str:
 
 def check_args(args) -> None:
     """One line for a value that would crash the run later (or measure nothing)."""
+    if args.checkpoint is not None:
+        if not Path(args.checkpoint).is_file():
+            raise UserError(f"--checkpoint: file not found: {args.checkpoint}")
+        if len(args.models) != 1:
+            raise UserError(f"--checkpoint holds one model's weights: pass one --models, got {args.models}")
     for flag, values, low in (("--sizes", args.sizes, 64), ("--objects", args.objects, 1)):
         bad = [v for v in values if v < low]
         if bad:
@@ -341,6 +354,8 @@ def main(argv=None):
     p = ArgumentParser(prog="benchmark_speed.py", description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["tiny"], help="mini | tiny | small | base_plus | large")
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="input resolutions")
+    p.add_argument("--checkpoint", help="our checkpoint of the one --models size to track with (default: random "
+                                        "weights); needed by memory rules that gate frames on predicted quality")
     p.add_argument("--memories", nargs="+", default=["tsms", "tsms_fast"],
                    help="our memory presets to compare (configs/memory/*.yaml; 'sam2' is SAM2's rule in our predictor)")
     p.add_argument("--objects", type=int, nargs="+", default=[1], help="objects tracked at once, e.g. 1 3")
@@ -384,7 +399,8 @@ def _run(args, device, specs, work: Path) -> int:
     rows, object_masks = [], {n: first_frame_masks(labels, n) for n in args.objects}
     for model in args.models:
         for size in args.sizes:
-            got = benchmark(model, size, specs, video_dir, object_masks, device, args.repeats, args.warmup_frames)
+            got = benchmark(model, size, specs, video_dir, object_masks, device, args.repeats, args.warmup_frames,
+                            checkpoint=args.checkpoint)
             if args.memory_frames:  # for the first object count only: each row is a fresh process
                 n = args.objects[0]
                 measure_memory([r for r in got if r["objects"] == n], model, size, n, args.memory_frames, device,
@@ -401,7 +417,8 @@ def results_meta(args, device) -> dict:
     return {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "frames": args.frames, "repeats": args.repeats,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "weights": Path(args.checkpoint).name if args.checkpoint else "random"}
 
 
 def write_results(rows, args, device, out: Path) -> None:

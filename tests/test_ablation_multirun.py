@@ -81,7 +81,9 @@ def test_basic_multirun_scores_every_job_and_writes_the_report(basic):
 
 def test_joblib_runs_jobs_side_by_side_with_identical_scores(basic, tmp_path):
     out = tmp_path / "abl"
-    code, _ = _run([*SWEEP, f"out={out}", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    # num_workers=1: a loky worker cannot fork data-loading workers; the job loads in-process
+    workers = 'train.overrides=["num_frames=3","num_workers=1","trainer.val_every=0","max_num_objects=2"]'
+    code, _ = _run([*SWEEP, f"out={out}", *TINY, workers, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
     assert code == 0
     for row, seed in JOBS:
         a, b = _scores(basic, row, seed), _scores(out, row, seed)

@@ -431,3 +431,18 @@ def test_batched_re_propagation_after_a_correction_reads_the_new_memory(video):
     assert sorted(out[True]) == [3, 4, 5, 6]
     for t in out[False]:
         torch.testing.assert_close(out[True][t], out[False][t], rtol=1e-5, atol=1e-5)
+
+
+def test_samurai_switches_split_its_two_parts(video):
+    """samurai_mask is SAMURAI's mask choice over SAM2's memory (the same frames attended),
+    samurai_select its memory selection with SAM2's mask choice; samurai is both."""
+    runs = {}
+    for preset in ("sam2", "samurai_mask", "samurai_select", "samurai"):
+        torch.manual_seed(0)
+        runs[preset] = _track(build_model(config="mini", memory=preset, predictor=True), video)
+    assert runs["samurai_mask"][1] == runs["sam2"][1]  # memory unchanged
+    assert MemorySpec.preset("samurai_mask").motion_mask_choice and MemorySpec.preset("samurai_mask").selection == \
+        "recent"  # (the choice itself: test_motion_aware_choice_picks_*)
+    assert MemorySpec.preset("samurai_select").motion_mask_choice is False
+    assert MemorySpec.preset("samurai_select").replace(name="samurai", motion_mask_choice=True) == \
+        MemorySpec.preset("samurai")

@@ -24,7 +24,7 @@ def _run(script: str, args, cwd: Path) -> subprocess.CompletedProcess:
 def test_quickstart_smoke_writes_every_artefact(tmp_path):
     out = tmp_path / "qs"
     result = _run("quickstart.py", ["--out", str(out), "--test_videos", "2", "--long_videos", "1", "--static_videos", "1",
-                                    *TOY], cwd=tmp_path)
+                                    "--size", "64", "--from_scratch", *TOY], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # data, training run (config, checkpoints incl. the untrained weights, tensorboard)
     for split in ("train", "val", "test", "test_long", "test_static"):

@@ -36,6 +36,25 @@ def test_benchmark_reports_ratios_profiles_and_objects(tmp_path, restore_logging
         benchmark_speed.main(argv)
 
 
+def test_benchmark_tracks_with_a_checkpoints_weights(tmp_path):
+    """--checkpoint: every predictor (Meta's and ours) gets the trained weights, so rules
+    that gate frames on predicted quality attend what a trained model predicts."""
+    import torch
+
+    from models import read_checkpoint
+    from tests.trained_model import TRAINED_CHECKPOINT
+
+    specs = benchmark_speed.variants(["quality"], ["fp32"], [False], torch.device("cpu"))
+    predictors = benchmark_speed.build_predictors("mini", 128, specs, torch.device("cpu"), checkpoint=TRAINED_CHECKPOINT)
+    trained = read_checkpoint(TRAINED_CHECKPOINT)["model"]
+    for predictor, _, _ in predictors.values():
+        state = predictor.state_dict()
+        assert all(torch.equal(state[k], v.float()) for k, v in trained.items())
+    with pytest.raises(Exception, match="pass one --models"):
+        benchmark_speed.main(["--models", "mini", "tiny", "--checkpoint", str(TRAINED_CHECKPOINT), "--out",
+                              str(tmp_path / "x")])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_dry_run_on_cpu(tmp_path):
