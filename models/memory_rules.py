@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.box_kalman import BoxKalmanFilter, box_iou, is_empty_box, mask_boxes, xyxy_to_xyah
+
+if TYPE_CHECKING:  # models.memory_spec imports SELECTIONS from here
+    from models.memory_spec import MemorySpec
 
 SELECTIONS = ("recent", "quality", "samurai", "dam4sam")
 INFERENCE_ONLY = ("samurai", "dam4sam")  # training-free rules: their authors never train with them
@@ -64,28 +67,6 @@ _NONE = -(10 ** 9)  # "no frame yet" in the RAM/DRM buffers
 
 
 @dataclass(frozen=True)
-class RuleSettings:
-    selection: str = "recent"
-    quality_threshold: float = 0.01
-    samurai_iou_threshold: float = 0.5
-    samurai_obj_threshold: float = 0.0
-    samurai_kf_threshold: float = 0.0
-    kf_score_weight: float = 0.15
-    motion_mask_choice: bool = False
-    ram_size: int = 3
-    ram_every: int = 5
-    drm_size: int = 3
-
-    @property
-    def active(self) -> bool:
-        return self.selection != "recent" or self.motion_mask_choice
-
-    @property
-    def uses_motion(self) -> bool:
-        return self.selection == "samurai" or self.motion_mask_choice
-
-
-@dataclass(frozen=True)
 class MemoryPlan:
     """One object's memory on one frame.
 
@@ -97,14 +78,16 @@ class MemoryPlan:
     anchors: Tuple[int, ...] = ()
 
 
-def rule_settings(model) -> RuleSettings:
+def rule_settings(model) -> MemorySpec:
+    """The memory spec whose rule fields (``selection`` ...) drive the rules here; SAM2's own
+    memory module carries none: the default spec, ``selection: recent``."""
+    from models.memory_spec import MemorySpec
+
     rule = getattr(model, "memory_rule", None)
-    if isinstance(rule, RuleSettings):
+    if isinstance(rule, MemorySpec):
         return rule
     spec = getattr(getattr(model, "memory_attention", None), "spec", None)
-    if spec is None:
-        return RuleSettings()
-    return RuleSettings(**{k: getattr(spec, k) for k in RuleSettings.__dataclass_fields__})
+    return spec if isinstance(spec, MemorySpec) else MemorySpec()
 
 
 def horizon(model) -> int:
@@ -140,7 +123,7 @@ class MotionContext:
         return [r for r, s in enumerate(self.stable) if s >= STABLE_FRAMES_THRESHOLD and self.means[r] is not None]
 
 
-def motion_context(settings: RuleSettings, output_dict, frame_idx: int, reverse: bool, batch: int,
+def motion_context(settings: MemorySpec, output_dict, frame_idx: int, reverse: bool, batch: int,
                    image_size: int, prompted: bool) -> MotionContext:
     """Predict each row's filter one step (SAMURAI predicts before the decoder)."""
     prev = None if prompted else _prev_entry(output_dict, frame_idx, reverse)
@@ -178,7 +161,7 @@ def weight_ious_by_motion(ctx: MotionContext, masks: torch.Tensor, ious: torch.T
     return weighted
 
 
-def frame_records(settings: RuleSettings, sam_outputs, output_dict, frame_idx: int, reverse: bool,
+def frame_records(settings: MemorySpec, sam_outputs, output_dict, frame_idx: int, reverse: bool,
                   prompted: bool, motion: Optional[MotionContext]) -> Dict[str, torch.Tensor]:
     """This frame's records for every row (see the module doc)."""
     _, high_multi, ious, _, high_res, _, obj_score = sam_outputs
@@ -274,7 +257,7 @@ def _push(buffer: torch.Tensor, frame: int) -> torch.Tensor:
     return torch.cat([buffer[1:], torch.tensor([frame], dtype=buffer.dtype)])
 
 
-def _dam_records(settings: RuleSettings, output_dict, frame_idx: int, reverse: bool, prompted: bool,
+def _dam_records(settings: MemorySpec, output_dict, frame_idx: int, reverse: bool, prompted: bool,
                  high_multi: torch.Tensor, mask: torch.Tensor, chosen: torch.Tensor, chosen_iou: torch.Tensor,
                  obj: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Carry DAM4SAM's RAM/DRM buffers and size history forward by one frame, per row."""
@@ -326,7 +309,7 @@ def _value(entry: dict, key: str, row: int) -> Optional[float]:
     return None if value is None else float(value[row].reshape(-1)[0])
 
 
-def passes_gate(settings: RuleSettings, entry: dict, row: int) -> bool:
+def passes_gate(settings: MemorySpec, entry: dict, row: int) -> bool:
     """Whether a past frame may enter the memory (quality / samurai)."""
     if settings.selection == "quality":
         eff = _value(entry, "mem_eff", row)
@@ -347,7 +330,7 @@ def _behind(non_cond: dict, frame_idx: int, reverse: bool) -> List[int]:
     return sorted((t for t in non_cond if t < frame_idx), reverse=True)
 
 
-def plan_memory(settings: RuleSettings, model, output_dict, frame_idx: int, reverse: bool, num_frames: int,
+def plan_memory(settings: MemorySpec, model, output_dict, frame_idx: int, reverse: bool, num_frames: int,
                 row: int) -> MemoryPlan:
     """The frames row ``row`` attends on ``frame_idx`` (see the module doc)."""
     non_cond = output_dict["non_cond_frame_outputs"]
@@ -402,7 +385,7 @@ def plan_memory(settings: RuleSettings, model, output_dict, frame_idx: int, reve
     return MemoryPlan(tuple(slots), anchors)
 
 
-def pinned_frames(settings: RuleSettings, out: dict, frame_idx: int) -> set:
+def pinned_frames(settings: MemorySpec, out: dict, frame_idx: int) -> set:
     """Frames a rule may attend next however old: DAM4SAM's RAM/DRM buffers as of
     ``frame_idx`` and its neighbours (what tracking on, or prompting, the next frames reads)."""
     if settings.selection != "dam4sam":
@@ -416,7 +399,7 @@ def pinned_frames(settings: RuleSettings, out: dict, frame_idx: int) -> set:
     return pinned
 
 
-def keep_for_selection(settings: RuleSettings, model, entry: dict, behind: int) -> bool:
+def keep_for_selection(settings: MemorySpec, model, entry: dict, behind: int) -> bool:
     """Whether eviction must keep this entry's memory features (a gate rule may select it)."""
     if settings.selection not in ("quality", "samurai") or behind > horizon(model):
         return False

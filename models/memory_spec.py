@@ -130,6 +130,16 @@ class MemorySpec:
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
+    @property
+    def active(self) -> bool:
+        """A memory rule beyond SAM2's recent frames is on (models/memory_rules.py)."""
+        return self.selection != "recent" or self.motion_mask_choice
+
+    @property
+    def uses_motion(self) -> bool:
+        """SAMURAI's Kalman filter runs (its selection or its mask choice)."""
+        return self.selection == "samurai" or self.motion_mask_choice
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:

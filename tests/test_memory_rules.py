@@ -14,7 +14,7 @@ from models import MemorySpec, TrackingSession, build_model
 from models.box_kalman import BoxKalmanFilter, box_iou, mask_boxes, xyxy_to_xyah
 from models.eviction import evict_unreachable_outputs, is_evicted
 from models.memory_pruning import clips_in_batch
-from models.memory_rules import (STABLE_FRAMES_THRESHOLD, MemoryPlan, RuleSettings, _dam_records, distractor_present,
+from models.memory_rules import (STABLE_FRAMES_THRESHOLD, MemoryPlan, _dam_records, distractor_present,
                                  frame_records, motion_context, plan_memory, weight_ious_by_motion)
 from models.memory_selection import planned_output_dict
 from tests.conftest import make_two_object_video
@@ -49,7 +49,7 @@ def _spatial(plan: MemoryPlan):
 
 # ------------------------------------------------------------------ SAM 3 / SAM2Long quality gate
 def test_quality_gate_never_attends_a_frame_below_the_threshold_but_always_the_previous():
-    quality = RuleSettings(selection="quality", quality_threshold=0.01)
+    quality = MemorySpec(selection="quality", quality_threshold=0.01)
     scores = {t: [0.5] for t in range(1, 10)}
     scores[3] = [0.005]  # below SAM 3's mf_threshold
     scores[9] = [0.0]  # the previous frame: attended whatever its score (SAM 3's must_include)
@@ -62,7 +62,7 @@ def test_quality_gate_never_attends_a_frame_below_the_threshold_but_always_the_p
 
 
 def test_quality_gate_reaches_back_past_a_bad_stretch_and_in_reverse():
-    quality = RuleSettings(selection="quality")
+    quality = MemorySpec(selection="quality")
     scores = {t: [0.3] for t in range(1, 30)}
     for t in range(20, 29):
         scores[t] = [0.0]  # the object was occluded on 20-28
@@ -79,14 +79,14 @@ def test_quality_score_is_iou_times_object_presence():
     obj = torch.tensor([[2.0], [-1.0], [0.0]])
     high = torch.full((3, 1, 8, 8), -5.0)
     outputs = (masks, masks, ious, high, high, torch.zeros(3, 4), obj)
-    rec = frame_records(RuleSettings(selection="quality"), outputs, _memory({1: [0.0] * 3}), 2, False, False, None)
+    rec = frame_records(MemorySpec(selection="quality"), outputs, _memory({1: [0.0] * 3}), 2, False, False, None)
     expected = torch.tensor([0.9 * (2 * torch.sigmoid(torch.tensor(2.0)) - 1), 0.0, 0.0])
     torch.testing.assert_close(rec["mem_eff"], expected)
     torch.testing.assert_close(rec["mem_iou"], torch.tensor([0.9, 0.5, 0.8]))
 
 
 def test_objects_keep_their_own_selection():
-    quality = RuleSettings(selection="quality")
+    quality = MemorySpec(selection="quality")
     scores = {t: [0.5, 0.5] for t in range(1, 10)}
     scores[5] = [0.5, 0.0]  # object 1 was lost on frame 5, object 0 was not
     memory = _memory(scores)
@@ -96,7 +96,7 @@ def test_objects_keep_their_own_selection():
 
 # ------------------------------------------------------------------ SAMURAI
 def test_samurai_gate_needs_iou_object_and_motion_scores():
-    samurai = RuleSettings(selection="samurai")
+    samurai = MemorySpec(selection="samurai")
     frames = range(1, 10)
     memory = _memory({t: [0.9] for t in frames}, key="mem_iou", mem_obj={t: [1.0] for t in frames},
                      mem_kf={t: [float("nan")] for t in frames})  # NaN: the filter was not stable yet
@@ -118,7 +118,7 @@ def _box_mask(x, y, size=10, hw=64):
 
 def _run_filter(positions, hw=64):
     """SAMURAI's filter over a box moving through ``positions`` (one tracked frame each)."""
-    settings = RuleSettings(selection="samurai")
+    settings = MemorySpec(selection="samurai")
     memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     scores = []
     for t, (x, y) in enumerate(positions, start=1):
@@ -188,7 +188,7 @@ def _square(x, y, size=8, hw=48):
 
 
 def test_dam4sam_ram_takes_a_frame_every_few_frames_and_skips_empty_masks():
-    settings = RuleSettings(selection="dam4sam", ram_size=3, ram_every=5)
+    settings = MemorySpec(selection="dam4sam", ram_size=3, ram_every=5)
     memory = {"cond_frame_outputs": {0: _entry(mem_eff=[1.0])}, "non_cond_frame_outputs": {}}
     for t in range(1, 13):
         mask = torch.zeros(48, 48) if t == 6 else _square(10, 10)
@@ -203,7 +203,7 @@ def test_dam4sam_adds_an_anchor_when_a_distractor_appears():
     target, other = _square(10, 10).bool().numpy(), _square(30, 30).bool().numpy()
     assert distractor_present(target, [target | other])  # another mask spans a look-alike
     assert not distractor_present(target, [target, target])  # the alternatives agree
-    settings = RuleSettings(selection="dam4sam")
+    settings = MemorySpec(selection="dam4sam")
     memory = {"cond_frame_outputs": {0: _entry(mem_eff=[1.0])}, "non_cond_frame_outputs": {}}
     with_distractor = torch.stack([_square(10, 10), torch.maximum(_square(10, 10), _square(30, 30)),
                                    _square(10, 10)])[None]
@@ -347,7 +347,7 @@ def test_training_refuses_inference_only_rules(preset):
 # ------------------------------------------------------------------ flat memory, the CLI
 def _evicting_model(selection):
     return SimpleNamespace(num_maskmem=7, memory_temporal_stride_for_eval=1, max_obj_ptrs_in_encoder=16,
-                           use_obj_ptrs_in_encoder=True, memory_rule=RuleSettings(selection=selection))
+                           use_obj_ptrs_in_encoder=True, memory_rule=MemorySpec(selection=selection))
 
 
 def test_eviction_keeps_what_a_rule_may_still_select():
