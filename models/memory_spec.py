@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from models.memory_pruning import AUTO, SIMILARITIES
-from models.memory_rules import SELECTIONS
+from models.memory_rules import INFERENCE_ONLY, SELECTIONS
 from utils.bootstrap import REPO_ROOT
 from utils.errors import UserError
 
@@ -134,6 +134,11 @@ class MemorySpec:
     def active(self) -> bool:
         """A memory rule beyond SAM2's recent frames is on (models/memory_rules.py)."""
         return self.selection != "recent" or self.motion_mask_choice
+
+    @property
+    def trains(self) -> bool:
+        """Training accepts this memory: not a rule its authors use only at inference."""
+        return self.selection not in INFERENCE_ONLY and not self.motion_mask_choice
 
     @property
     def uses_motion(self) -> bool:

@@ -586,7 +586,7 @@ def test_benchmark_speed_bad_numbers_are_one_line(tmp_path, capsys, flag, value)
 def test_benchmark_speed_keeps_its_scratch_data_inside_out_and_removes_it(tmp_path, monkeypatch):
     seen = []
 
-    def fake_benchmark(model, size, specs, video_dir, *args):
+    def fake_benchmark(model, size, specs, video_dir, *args, **kwargs):
         seen.append(Path(video_dir))
         raise RuntimeError("stop here")
 

@@ -20,7 +20,6 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from models import MemorySpec, build_model
-from models.memory_rules import INFERENCE_ONLY
 from models.config import resolution_overrides
 from training.losses import LossWeights, SAM2VideoLoss
 from training.model import SAM2_BASE_TARGET, TRAIN_MODEL_TARGET, init_local_memory_attention
@@ -48,7 +47,7 @@ def memory_spec(cfg: DictConfig) -> MemorySpec:
     """The memory of the composed config: the ``memory`` group (a preset's content, with the
     top-level ``memory_bank_size`` and ``pruning_threshold`` interpolated into it)."""
     spec = MemorySpec.from_node(cfg.memory)
-    if spec.selection in INFERENCE_ONLY or spec.motion_mask_choice:
+    if not spec.trains:
         raise UserError(f"memory={spec.name} ({spec.selection} selection) is an inference-time rule: its authors "
                         f"use it training-free; train with another memory (e.g. tsms or quality) and track with "
                         f"predict_video.py --memory {spec.name}")
