@@ -26,8 +26,9 @@ import numpy as np
 
 from inference.onnx_model import FolderFrames, OnnxModel, preprocess_frame, read_manifest  # noqa: F401 (API)
 from inference.onnx_memory import (SimilarityHistory, evict_unreachable_outputs, forget_evicted_frame,
-                                   avg_pool_tokens, keep_indices, resize, round_to_bf16, select_frames_to_prune)
+                                   avg_pool_tokens, resize, round_to_bf16, select_frames_to_prune)
 from utils.errors import UserError
+from utils.ms_rule import keep_indices
 
 log = logging.getLogger(__name__)
 

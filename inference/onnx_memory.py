@@ -4,8 +4,8 @@ bf16 storage of memory features, torch's bilinear resizes, and output eviction.
 Each function mirrors a PyTorch one and is tested equal to it (tests/test_onnx_export.py):
 
 * :func:`select_frames_to_prune` - ``models.memory_pruning.select_frames_to_prune`` (the
-  split into a long- and a short-term half, cosine-similarity pruning, thresholds and the
-  dynamic ``auto`` threshold with its per-half :class:`SimilarityHistory`);
+  cosine similarities in NumPy; the halves, drop counts, thresholds and the dynamic
+  ``auto`` threshold's history are the same code, utils/ms_rule.py);
 * :func:`round_to_bf16` - sam2's ``maskmem_features.to(torch.bfloat16)`` (then float32);
 * :func:`resize_matrix` - ``F.interpolate(mode="bilinear", align_corners=False)`` with or
   without ``antialias`` as ``[out, in]`` weights (a resize is ``Wy @ x @ Wx.T``);
@@ -15,44 +15,17 @@ Each function mirrors a PyTorch one and is tested equal to it (tests/test_onnx_e
 from __future__ import annotations
 
 import functools
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
-AUTO = "auto"
-MIN_HISTORY = 8
-HISTORY_WINDOW = 512
+# the MS rule's decisions, shared with the PyTorch model (models/memory_pruning.py)
+from utils.ms_rule import AUTO, SimilarityHistory, choose_drops, plan_pruning_groups
+
 _STRIPPED = "evicted"
 
 
 # ---------------------------------------------------------------------- the MS rule
-@dataclass(frozen=True)
-class PruneGroup:
-    candidates: tuple
-    reference: int
-    max_drop: int
-
-
-def plan_pruning_groups(n: int, memory_bank_size: int, prune_frames: int, use_mem_split: bool) -> List[PruneGroup]:
-    """Candidates, reference and drop count of each half (empty: the rule does not act)."""
-    if prune_frames <= 0 or n <= memory_bank_size - prune_frames:
-        return []
-    groups = []
-    if use_mem_split:
-        per_half, h = prune_frames // 2, n // 2
-        for candidates, reference in ((tuple(range(1, h)), 0), (tuple(range(h, n - 1)), n - 1)):
-            if per_half > 0 and len(candidates) > per_half:
-                groups.append(PruneGroup(candidates, reference, per_half))
-    else:
-        candidates = tuple(range(1, n - 1))
-        max_drop = min(n + prune_frames - memory_bank_size, len(candidates))
-        if max_drop > 0:
-            groups.append(PruneGroup(candidates, n - 1, max_drop))
-    return groups
-
-
 def _cosine(x: np.ndarray, y: np.ndarray, axis: int, eps: float = 1e-8) -> np.ndarray:
     """torch's ``F.cosine_similarity``: each side divided by its (clamped) norm, then summed."""
     nx = np.maximum(np.sqrt((x * x).sum(axis=axis, keepdims=True)), np.float32(eps))
@@ -73,32 +46,6 @@ def frame_similarity(candidates: np.ndarray, reference: np.ndarray, kind: str) -
     return sim.reshape(sim.shape[0], -1).mean(axis=1, dtype=np.float32)
 
 
-@dataclass
-class SimilarityHistory:
-    """Candidate scores seen so far in one video, per half (0: long-term / only, 1: short-term)."""
-
-    scores: Dict[int, deque] = field(default_factory=dict)
-
-    def threshold(self, half: int, quantile: float) -> Optional[float]:
-        seen = self.scores.get(half)
-        if seen is None or len(seen) < MIN_HISTORY:
-            return None
-        return float(np.quantile(np.fromiter(seen, dtype=np.float64), quantile))
-
-    def add(self, half: int, scores: Sequence[float]) -> None:
-        self.scores.setdefault(half, deque(maxlen=HISTORY_WINDOW)).extend(float(x) for x in scores)
-
-
-def _choose_drops(scores: List[float], group: PruneGroup, threshold: Optional[float]) -> List[int]:
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: earlier frame first on ties
-    dropped = []
-    for pos in order[: group.max_drop]:
-        if threshold is not None and scores[pos] < threshold:
-            break
-        dropped.append(group.candidates[pos])
-    return dropped
-
-
 def select_frames_to_prune(frames: np.ndarray, *, memory_bank_size: int = 7, prune_frames: int = 2,
                            use_mem_split: bool = True, similarity: str = "cosine_spatial",
                            pruning_threshold=None, auto_quantile: float = 0.5,
@@ -114,16 +61,11 @@ def select_frames_to_prune(frames: np.ndarray, *, memory_bank_size: int = 7, pru
         thresholds = [history.threshold(k, auto_quantile) if history is not None else None for k in keys]
     else:
         thresholds = [pruning_threshold] * len(groups)
-    drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in _choose_drops(sc, g, t))
+    drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops(sc, g, t))
     if dynamic and history is not None:
         for k, sc in zip(keys, scores):
             history.add(k, sc)
     return drops
-
-
-def keep_indices(n: int, dropped: Sequence[int]) -> List[int]:
-    gone = set(dropped)
-    return [i for i in range(n) if i not in gone]
 
 
 def avg_pool_tokens(x: np.ndarray, side: int, k: int) -> np.ndarray:

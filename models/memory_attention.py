@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.memory_attention import MemoryAttention
 
-from models.memory_pruning import (active_clip_rows, gather_kept_frames, keep_indices, select_frames_to_prune,
+from models.memory_pruning import (active_clip_rows, gather_kept_frames, select_frames_to_prune,
                                    select_frames_to_prune_per_clip)
 from models.memory_spec import MemorySpec
 from models.memory_stats import MemoryAttentionStats, memory_stats_from_inputs, report_memory_stats
+from utils.ms_rule import keep_indices
 
 
 class TSMSMemoryAttention(MemoryAttention):

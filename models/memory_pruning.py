@@ -38,41 +38,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+# the rule's decisions are shared with the torch-free onnxruntime loop (inference/onnx_memory.py)
+from utils.ms_rule import AUTO, PruneGroup, SimilarityHistory, choose_drops, plan_pruning_groups
+
 SIMILARITIES = ("cosine_spatial", "cosine")
-AUTO = "auto"
-MIN_HISTORY = 8  # scores needed before the dynamic threshold acts
-HISTORY_WINDOW = 512  # the most recent scores it is computed from
-
-
-@dataclass
-class SimilarityHistory:
-    """The candidate similarity scores of one video so far, per half (0: long-term or the
-    only group, 1: short-term); plain per-video data kept by the tracking session, the
-    module only reads the active one."""
-
-    scores: Dict[int, deque] = field(default_factory=dict)
-
-    def threshold(self, half: int, quantile: float) -> Optional[float]:
-        seen = self.scores.get(half)
-        if seen is None or len(seen) < MIN_HISTORY:
-            return None
-        return float(np.quantile(np.fromiter(seen, dtype=np.float64), quantile))
-
-    def add(self, half: int, scores: Sequence[float]) -> None:
-        self.scores.setdefault(half, deque(maxlen=HISTORY_WINDOW)).extend(float(x) for x in scores)
-
-    def __len__(self) -> int:
-        return sum(len(d) for d in self.scores.values())
-
-
 _HISTORY: contextvars.ContextVar[Optional[SimilarityHistory]] = contextvars.ContextVar(
     "tsms_similarity_history", default=None
 )
@@ -148,44 +123,6 @@ def clip_rows_subset(rows: Sequence[int]) -> Iterator[Optional[ClipRows]]:
         _CLIPS.reset(token)
 
 
-@dataclass(frozen=True)
-class PruneGroup:
-    """One half of the memory: candidate frame indices judged against one reference."""
-
-    candidates: tuple
-    reference: int
-    max_drop: int
-
-
-def plan_pruning_groups(
-    num_frames: int,
-    memory_bank_size: int,
-    prune_frames: int,
-    use_mem_split: bool,
-) -> List[PruneGroup]:
-    """Which frames are candidates, against which reference, and how many may go.
-
-    Returns an empty list when the rule does not act (too few frames, or nothing to drop).
-    """
-    n = num_frames
-    if prune_frames <= 0 or n <= memory_bank_size - prune_frames:
-        return []
-    groups = []
-    if use_mem_split:
-        per_half = prune_frames // 2
-        h = n // 2
-        halves = [(tuple(range(1, h)), 0), (tuple(range(h, n - 1)), n - 1)]
-        for candidates, reference in halves:
-            if per_half > 0 and len(candidates) > per_half:
-                groups.append(PruneGroup(candidates, reference, per_half))
-    else:
-        candidates = tuple(range(1, n - 1))
-        max_drop = min(n + prune_frames - memory_bank_size, len(candidates))
-        if max_drop > 0:
-            groups.append(PruneGroup(candidates, n - 1, max_drop))
-    return groups
-
-
 def frame_similarity(candidates: torch.Tensor, reference: torch.Tensor, kind: str,
                      per_element: bool = False) -> torch.Tensor:
     """Similarity of each candidate memory frame to a reference frame, in [-1, 1].
@@ -210,17 +147,6 @@ def frame_similarity(candidates: torch.Tensor, reference: torch.Tensor, kind: st
     else:
         raise ValueError(f"unknown similarity {kind!r}; expected one of {SIMILARITIES}")
     return sim.mean(dim=2) if per_element else sim.flatten(1).mean(dim=1)
-
-
-def _choose_drops(scores: List[float], group: PruneGroup, threshold: Optional[float]) -> List[int]:
-    # Python's sort is stable: ties keep candidate order, so the earlier frame goes first.
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    dropped = []
-    for pos in order[: group.max_drop]:
-        if threshold is not None and scores[pos] < threshold:
-            break  # sorted descending: nothing further qualifies either
-        dropped.append(group.candidates[pos])
-    return dropped
 
 
 def _group_scores(frames: torch.Tensor, groups: Sequence[PruneGroup], similarity: str, per_element: bool):
@@ -272,9 +198,9 @@ def select_frames_to_prune(
     else:
         thresholds = [pruning_threshold] * len(groups)
     if not per_element:
-        drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in _choose_drops(sc, g, t))
+        drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops(sc, g, t))
     else:
-        drops = [sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in _choose_drops([r[b] for r in sc], g, t))
+        drops = [sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops([r[b] for r in sc], g, t))
                  for b in range(batch)]
     if dynamic and history is not None:
         for k, sc in zip(keys, scores):
@@ -296,11 +222,6 @@ def select_frames_to_prune_per_clip(frames: torch.Tensor, clips: ClipRows, **rul
         for r in rows:
             dropped[r] = drops
     return dropped
-
-
-def keep_indices(num_frames: int, dropped: Sequence[int]) -> List[int]:
-    gone = set(dropped)
-    return [i for i in range(num_frames) if i not in gone]
 
 
 def gather_kept_frames(x: torch.Tensor, keep: Sequence[int], tokens_per_frame: int, num_frames: int) -> torch.Tensor:

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.memory_pruning import (
-    MIN_HISTORY,
-    SimilarityHistory,
-    select_frames_to_prune,
-    similarity_history,
-)
+from models.memory_pruning import SimilarityHistory, select_frames_to_prune, similarity_history
 from models.memory_spec import MemorySpec
 from utils.errors import UserError
+from utils.ms_rule import MIN_HISTORY
 
 HW, C = 16, 8
 
