@@ -29,6 +29,7 @@ from inference.onnx_memory import (SimilarityHistory, evict_unreachable_outputs,
                                    avg_pool_tokens, resize, round_to_bf16, select_frames_to_prune)
 from utils.errors import UserError
 from utils.ms_rule import keep_indices
+from utils.session_state import new_session_state
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +75,10 @@ class OnnxVideoPredictor:
     # ------------------------------------------------------------------ state
     def init_state(self, video, offload_video_to_cpu=False, offload_state_to_cpu=False, evict_outputs=False):
         source = video if hasattr(video, "read") else FolderFrames(video)
-        return {
-            "images": source,
-            "num_frames": LIVE_NUM_FRAMES if getattr(source, "live", False) else len(source),
-            "video_height": source.height,
-            "video_width": source.width,
-            "device": "cpu",
-            "evict_outputs": bool(evict_outputs),
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": {},
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-            "similarity_history": SimilarityHistory(),
-            "memory_calls": [],  # MemoryAttentionStats fields per call, drained by the session
-        }
+        num_frames = LIVE_NUM_FRAMES if getattr(source, "live", False) else len(source)
+        return new_session_state(source, num_frames, source.height, source.width, "cpu",
+                                 evict_outputs=bool(evict_outputs), similarity_history=SimilarityHistory(),
+                                 memory_calls=[])  # memory_calls: MemoryAttentionStats fields, drained by the session
 
     def reset_state(self, state) -> None:
         for key in _PER_OBJECT_KEYS + ("obj_id_to_idx", "obj_idx_to_id"):

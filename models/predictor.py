@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections import OrderedDict
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
@@ -19,6 +18,7 @@ from models.frames import EndOfStream, LazyFrameTensors
 from models.memory_selection import MemorySelectionMixin, capture_records
 from models.multi_object import propagate_objects_batched
 from models.speed import run_in_fp32
+from utils.session_state import new_session_state
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +68,10 @@ class TSMSVideoPredictor(MemorySelectionMixin, SAM2VideoPredictor):
     def _init_lazy_state(self, source, offload_video_to_cpu, offload_state_to_cpu):
         """The same session dict sam2's ``init_state`` builds, over lazily decoded frames."""
         images = LazyFrameTensors(source, self.image_size)
-        state = {
-            "images": images,
-            "num_frames": len(images),
-            "offload_video_to_cpu": offload_video_to_cpu,
-            "offload_state_to_cpu": offload_state_to_cpu,
-            "video_height": source.height,
-            "video_width": source.width,
-            "device": self.device,
-            "storage_device": torch.device("cpu") if offload_state_to_cpu else self.device,
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": {},
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-        }
+        state = new_session_state(
+            images, len(images), source.height, source.width, self.device,
+            offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu,
+            storage_device=torch.device("cpu") if offload_state_to_cpu else self.device)
         self._get_image_feature(state, frame_idx=0, batch_size=1)  # warm-up, as sam2 does
         return state
 
