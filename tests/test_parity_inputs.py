@@ -60,6 +60,26 @@ def test_tracking_from_the_lazy_loader_equals_sam2_from_its_loader(unpadded_vide
     assert all(torch.equal(outputs[0][f], outputs[1][f]) for f in outputs[0])
 
 
+def test_our_session_state_has_sam2s_layout(unpadded_video, mini_checkpoint):
+    """The session dict we build ourselves (utils/session_state.py; the onnxruntime loop uses it too) has every key of sam2's
+    ``init_state`` with the same kind of value, and the same values for the frame facts."""
+    folder, _ = unpadded_video
+    meta = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(mini_checkpoint), device="cpu",
+                                      hydra_overrides_extra=MINI_OVERRIDES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = meta.init_state(str(folder))
+    ours = build_tsms_sam2_video_predictor("mini", str(mini_checkpoint), memory="sam2").init_state(
+        ImageFolderSource(folder))
+    missing = set(theirs) - set(ours)
+    assert not missing, missing
+    for key in theirs.keys() - {"images"}:
+        assert type(ours[key]) is type(theirs[key]), key
+    for key in ("num_frames", "video_height", "video_width", "device", "storage_device",
+                "offload_video_to_cpu", "offload_state_to_cpu"):
+        assert ours[key] == theirs[key], key
+
+
 # ---------------------------------------------------------------- an object prompted later
 LATE = 6  # object 2's first prompt
 
