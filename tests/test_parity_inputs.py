@@ -61,8 +61,9 @@ def test_tracking_from_the_lazy_loader_equals_sam2_from_its_loader(unpadded_vide
 
 
 def test_our_session_state_has_sam2s_layout(unpadded_video, mini_checkpoint):
-    """The session dict we build ourselves (utils/session_state.py; the onnxruntime loop uses it too) has every key of sam2's
-    ``init_state`` with the same kind of value, and the same values for the frame facts."""
+    """The session dict we build ourselves (utils/session_state.py, which the onnxruntime
+    loop uses too) has every key of sam2's ``init_state``, each with the same kind of value,
+    and the same frame facts."""
     folder, _ = unpadded_video
     meta = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(mini_checkpoint), device="cpu",
                                       hydra_overrides_extra=MINI_OVERRIDES)
