@@ -240,13 +240,13 @@ def write_plot(summary: Mapping[str, dict], groups: Sequence[str], labels: Mappi
         means = [summary[key][g][0] for g in groups]
         stds = [0.0 if math.isnan(summary[key][g][1]) else summary[key][g][1] for g in groups]
         right.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=labels[key])
-    right.set_xticks(x, groups)
+    right.set_xticks(x, groups, rotation=30, ha="right")  # group names are long enough to collide
     right.set_ylabel("Dice (mean over seeds)")
     finite = [summary[k][g][0] for k in keys for g in groups if not math.isnan(summary[k][g][0])]
     right.set_ylim(max(0.0, min(finite, default=0.0) - 0.1), 1.0)
-    right.legend(fontsize=8, ncol=min(len(keys), 4), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    right.legend(fontsize=8, ncol=min(len(keys), 3), loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=110, format="png", bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
 
 
