@@ -155,6 +155,25 @@ def mean_object_dice(report: dict, videos: Optional[Sequence[str]] = None) -> fl
 GROUP_LABELS = {"sustained": "long, sustained mixed motion", "long": "long, static phases"}
 
 
+def hidden_prompts(dataset_dir: Path, threshold: float = 0.3) -> List[tuple]:
+    """``(video, obj_id, ratio)`` for each object whose first-frame mask (its prompt) is under
+    ``threshold`` of its median visible area: an object mostly hidden on the prompt frame,
+    whose low Dice says more about the prompt than about the tracker."""
+    import numpy as np
+
+    from data.mask_io import list_frames, read_label_png
+
+    found = []
+    for video in sorted(p for p in (Path(dataset_dir) / "Annotations").iterdir() if p.is_dir()):
+        labels = np.stack([read_label_png(f) for f in list_frames(video, (".png",))])
+        for obj_id in (int(i) for i in np.unique(labels[0]) if i):
+            areas = (labels == obj_id).sum(axis=(1, 2))
+            ratio = float(areas[0] / np.median(areas[areas > 0]))
+            if ratio < threshold:
+                found.append((video.name, obj_id, ratio))
+    return found
+
+
 def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dict]], trained: Sequence[dict],
                        wall: Dict[str, float]) -> str:
     """The quickstart's ``summary.md``: Dice per video and per motion group (mean over objects).
@@ -184,6 +203,9 @@ def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dic
                  if v.get("attended_memory_tokens_mean") is not None]
     tokens = sum(per_video) / len(per_video) if per_video else None
     partial = [label for label in labels if set(reports[label]) != set(splits)]
+    hidden = [f"{v if split == 'test' else f'{split}/{v}'} object {o} ({ratio:.0%}, Dice "
+              f"{dice_text(reports[labels[0]][split]['videos'][v]['objects'].get(str(o), {}).get('dice'))})"
+              for split, folder in splits.items() for v, o, ratio in hidden_prompts(folder)]
     lines = [
         "# Quickstart results", "",
         "Held-out synthetic test videos, first-frame mask prompts, Dice of every later frame "
@@ -194,9 +216,15 @@ def quickstart_summary(splits: Dict[str, Path], reports: Dict[str, Dict[str, dic
         if partial else "",
         f"Memory tokens attended per tracked frame (trained model, mean over frames and videos): {tokens:.0f}"
         if tokens else "",
+        "Mostly hidden on the prompt frame (first-frame mask under 30% of the object's median visible "
+        "area; such an object is hard to tell apart from what covers it): " + "; ".join(hidden) if hidden else "",
         "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()), "",
     ]
     return "\n".join(lines)
+
+
+def dice_text(dice: Optional[float]) -> str:
+    return "–" if dice is None else f"{dice:.2f}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

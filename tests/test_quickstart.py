@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +89,30 @@ def test_quickstart_init_checkpoint_name_must_tell_the_model(tmp_path):
     with pytest.raises(UserError, match="pass --init_model"):
         find_official_checkpoint(str(other), None)
     assert find_official_checkpoint(str(other), "mini")[1] == "mini"
+
+
+def test_summary_names_objects_mostly_hidden_on_the_prompt_frame(tmp_path):
+    """An object whose first-frame mask is a sliver of its later area is named, with its Dice;
+    one fully shown is not, and an object absent on frame 0 (prompted later) is not either."""
+    from data.mask_io import write_label_png
+    from eval.synthetic_pipeline import hidden_prompts, quickstart_summary
+
+    video = tmp_path / "test" / "Annotations" / "video_0000"
+    video.mkdir(parents=True)
+    for t in range(5):
+        labels = np.zeros((40, 40), np.uint8)
+        labels[0:10, 0:10] = 1                      # object 1: 100 px on every frame
+        labels[20:30, 20:30] = 2                    # object 2: 100 px, but 15 px on frame 0
+        if t == 0:
+            labels[20:30, 20:30] = 0
+            labels[20:23, 20:25] = 2
+        if t >= 2:
+            labels[30:40, 0:10] = 3                 # object 3 appears on frame 2
+        write_label_png(video / f"{t:05d}.png", labels)
+    assert hidden_prompts(tmp_path / "test") == [("video_0000", 2, pytest.approx(0.15))]
+    report = {"videos": {"video_0000": {"objects": {"1": {"dice": 0.9}, "2": {"dice": 0.25}, "3": {"dice": None}}}}}
+    (tmp_path / "test" / "meta.json").write_text(
+        '{"videos": {"video_0000": {"speed": "slow", "scenario": "basic"}}}')
+    text = quickstart_summary({"test": tmp_path / "test"}, {"trained": {"test": report}}, [], {"total": 60.0})
+    assert "Mostly hidden on the prompt frame" in text and "video_0000 object 2 (15%, Dice 0.25)" in text
+    assert "object 1 (" not in text
