@@ -20,7 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 # the MS rule's decisions, shared with the PyTorch model (models/memory_pruning.py)
-from utils.ms_rule import AUTO, SimilarityHistory, choose_drops, plan_pruning_groups
+from utils.ms_rule import AUTO, SimilarityHistory, drops_for, group_thresholds, plan_pruning_groups, record_scores
 
 _STRIPPED = "evicted"
 
@@ -55,16 +55,9 @@ def select_frames_to_prune(frames: np.ndarray, *, memory_bank_size: int = 7, pru
     if not groups:
         return []
     scores = [frame_similarity(frames[list(g.candidates)], frames[g.reference], similarity).tolist() for g in groups]
-    dynamic = pruning_threshold == AUTO
-    keys = [0 if g.reference == 0 else 1 for g in groups]
-    if dynamic:
-        thresholds = [history.threshold(k, auto_quantile) if history is not None else None for k in keys]
-    else:
-        thresholds = [pruning_threshold] * len(groups)
-    drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops(sc, g, t))
-    if dynamic and history is not None:
-        for k, sc in zip(keys, scores):
-            history.add(k, sc)
+    drops = drops_for(groups, scores, group_thresholds(groups, pruning_threshold, auto_quantile, history))
+    if pruning_threshold == AUTO and history is not None:
+        record_scores(history, groups, scores)
     return drops
 
 

@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 # the rule's decisions are shared with the torch-free onnxruntime loop (inference/onnx_memory.py)
-from utils.ms_rule import AUTO, PruneGroup, SimilarityHistory, choose_drops, plan_pruning_groups
+from utils.ms_rule import (AUTO, PruneGroup, SimilarityHistory, drops_for, group_thresholds, plan_pruning_groups,
+                           record_scores)
 
 SIMILARITIES = ("cosine_spatial", "cosine")
 _HISTORY: contextvars.ContextVar[Optional[SimilarityHistory]] = contextvars.ContextVar(
@@ -191,20 +192,13 @@ def select_frames_to_prune(
     dynamic = pruning_threshold == AUTO
     if dynamic and history is None:
         history = active_similarity_history()
-    # the halves keep separate histories, keyed by their reference: 0 for m_0, 1 for the newest
-    keys = [0 if g.reference == 0 else 1 for g in groups]
-    if dynamic:
-        thresholds = [history.threshold(k, auto_quantile) if history is not None else None for k in keys]
-    else:
-        thresholds = [pruning_threshold] * len(groups)
+    thresholds = group_thresholds(groups, pruning_threshold, auto_quantile, history)
     if not per_element:
-        drops = sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops(sc, g, t))
-    else:
-        drops = [sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops([r[b] for r in sc], g, t))
-                 for b in range(batch)]
+        drops = drops_for(groups, scores, thresholds)
+    else:  # scores[g][candidate][element]
+        drops = [drops_for(groups, [[r[b] for r in sc] for sc in scores], thresholds) for b in range(batch)]
     if dynamic and history is not None:
-        for k, sc in zip(keys, scores):
-            history.add(k, [x for row in sc for x in (row if per_element else [row])])
+        record_scores(history, groups, [[x for row in sc for x in (row if per_element else [row])] for sc in scores])
     return drops
 
 

@@ -82,6 +82,34 @@ def choose_drops(scores: List[float], group: PruneGroup, threshold: Optional[flo
     return dropped
 
 
+def half_key(group: PruneGroup) -> int:
+    """The history a group's scores go to: 0 for the long-term half (judged against m_0) or
+    the only group, 1 for the short-term half (judged against the newest frame)."""
+    return 0 if group.reference == 0 else 1
+
+
+def group_thresholds(groups: Sequence[PruneGroup], pruning_threshold, auto_quantile: float,
+                     history: Optional[SimilarityHistory]) -> List[Optional[float]]:
+    """Each group's threshold: the fixed one (or None), or under ``"auto"`` the quantile of
+    that half's history (None until the history holds enough scores, or without one)."""
+    if pruning_threshold != AUTO:
+        return [pruning_threshold] * len(groups)
+    return [history.threshold(half_key(g), auto_quantile) if history is not None else None for g in groups]
+
+
+def drops_for(groups: Sequence[PruneGroup], scores: Sequence[List[float]],
+              thresholds: Sequence[Optional[float]]) -> List[int]:
+    """The frames every group drops given its candidates' scores, sorted."""
+    return sorted(d for g, sc, t in zip(groups, scores, thresholds) for d in choose_drops(sc, g, t))
+
+
+def record_scores(history: SimilarityHistory, groups: Sequence[PruneGroup], scores: Sequence[List[float]]) -> None:
+    """Extend each half's history with this call's scores (after deciding: a call never
+    judges itself)."""
+    for g, sc in zip(groups, scores):
+        history.add(half_key(g), sc)
+
+
 def keep_indices(num_frames: int, dropped: Sequence[int]) -> List[int]:
     gone = set(dropped)
     return [i for i in range(num_frames) if i not in gone]
