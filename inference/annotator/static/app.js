@@ -20,7 +20,13 @@ async function api(method, path, body) {
   return data;
 }
 
-function status(text, error) { const s = $("status"); s.textContent = text; s.className = error ? "error" : ""; }
+const WARNING_MS = 1500;  // a warning stays readable: progress updates do not replace it before then
+let warnedAt = -Infinity;
+function status(text, error) {
+  const s = $("status"); s.textContent = text; s.className = error ? "error" : "";
+  if (error) warnedAt = performance.now();
+}
+function progress(text) { if (performance.now() - warnedAt >= WARNING_MS) status(text); }
 
 function loadImage(src) {
   return new Promise((resolve, reject) => { const img = new Image(); img.onload = () => resolve(img);
@@ -240,7 +246,7 @@ async function pollOnce() {
   const job = await api("GET", "/api/track");
   $("progress").max = Math.max(1, job.total); $("progress").value = job.done;
   if (job.running) {
-    status(`tracking: ${job.done} / ${job.total} frames` + (job.frame != null ? ` (at frame ${job.frame})` : ""));
+    progress(`tracking: ${job.done} / ${job.total} frames` + (job.frame != null ? ` (at frame ${job.frame})` : ""));
     if (job.version !== S.version) {  // new masks: the timeline and the frame in view follow them
       S.version = job.version;
       S.timeline = await api("GET", "/api/timeline"); drawTimelines();
