@@ -47,14 +47,16 @@ class SyntheticSplit:
 
 
 def run_command(script: str, args: Sequence[str], what: str, quiet: bool = False, log_file: Optional[Path] = None,
-                env: Optional[Dict[str, str]] = None) -> None:
+                env: Optional[Dict[str, str]] = None, procs: int = 1) -> None:
     """Run ``python <script> <args>`` from the repo root; a non-zero exit is a UserError.
 
     ``log_file``: the command's stdout and stderr go there (for jobs run side by side).
     ``env``: extra environment variables.
+    ``procs``: above 1, ``procs`` processes under torchrun (``--standalone``: a free local port).
     """
-    cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
-    log.info("%s: python %s", what, " ".join(shlex.quote(str(a)) for a in [script, *args]))
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 else []
+    cmd = [sys.executable, *launcher, str(REPO_ROOT / script), *map(str, args)]
+    log.info("%s: python %s", what, " ".join(shlex.quote(str(a)) for a in [*launcher, script, *args]))
     full_env = {**os.environ, **env} if env else None
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +99,11 @@ def videos_by_motion(dataset_dir: Path) -> Dict[str, List[str]]:
     return groups
 
 
-def train(run_dir: Path, overrides: Sequence[str], log_file: Optional[Path] = None) -> Path:
-    """``training/train_tsms_sam2.py run_dir=... <overrides>``; returns the last checkpoint."""
+def train(run_dir: Path, overrides: Sequence[str], log_file: Optional[Path] = None, procs: int = 1) -> Path:
+    """``training/train_tsms_sam2.py run_dir=... <overrides>`` (in ``procs`` DDP processes); returns the last
+    checkpoint."""
     run_command("training/train_tsms_sam2.py", [f"run_dir={run_dir}", *overrides], f"training ({Path(run_dir).name})",
-                log_file=log_file)
+                log_file=log_file, procs=procs)
     ckpt = Path(run_dir) / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise UserError(f"training finished without writing {ckpt}")

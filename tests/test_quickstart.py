@@ -25,8 +25,11 @@ def _run(script: str, args, cwd: Path) -> subprocess.CompletedProcess:
 def test_quickstart_smoke_writes_every_artefact(tmp_path):
     out = tmp_path / "qs"
     result = _run("quickstart.py", ["--out", str(out), "--test_videos", "2", "--long_videos", "1", "--static_videos", "1",
-                                    "--size", "64", "--from_scratch", *TOY], cwd=tmp_path)
+                                    "--size", "64", "--from_scratch", "--procs", "2", *TOY], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # two DDP processes, each with its own share: 2 videos x 1 clip x 2 processes = 4 clips, 2 steps each
+    assert "torch.distributed.run --standalone --nproc_per_node=2 training/train_tsms_sam2.py" in result.stderr
+    assert "1 epochs x 2 steps (batch 1 x 2 process(es))" in result.stderr
     # data, training run (config, checkpoints incl. the untrained weights, tensorboard)
     for split in ("train", "val", "test", "test_long", "test_static"):
         assert (out / "data" / split / "meta.json").is_file()
@@ -116,3 +119,22 @@ def test_summary_names_objects_mostly_hidden_on_the_prompt_frame(tmp_path):
     text = quickstart_summary({"test": tmp_path / "test"}, {"trained": {"test": report}}, [], {"total": 60.0})
     assert "Mostly hidden on the prompt frame" in text and "video_0000 object 2 (15%, Dice 0.25)" in text
     assert "object 1 (" not in text
+
+
+def test_training_clips_scale_with_the_processes(tmp_path):
+    """Each DDP process draws --clips_per_video clips per video (the sampler splits an epoch's
+    clips between processes): the epoch's clips scale with the processes."""
+    from quickstart import CLIPS_PER_VIDEO, parse_args, training_overrides
+
+    def multiplier(*argv):
+        found = [o for o in training_overrides(parse_args(["--from_scratch", *argv]), tmp_path)
+                 if o.startswith("data.train.multiplier=")]
+        assert len(found) == 1
+        return int(found[0].split("=")[1])
+
+    assert multiplier("--procs", "1") == CLIPS_PER_VIDEO == 18
+    assert multiplier("--procs", "2") == 36
+    assert multiplier("--procs", "3", "--clips_per_video", "5") == 15
+    from utils.cli import UserError
+    with pytest.raises(UserError, match="--procs must be at least 1, got 0"):
+        parse_args(["--procs", "0"])
