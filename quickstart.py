@@ -24,12 +24,12 @@ import sys, pathlib  # noqa: E401  (repo root first: sam2's wheel ships its own 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import logging  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from eval import synthetic_pipeline as pipe  # noqa: E402
+from eval.evaluation import available_cpus  # noqa: E402
 from utils.cli import ArgumentParser, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
@@ -68,10 +68,10 @@ def parse_args(argv=None):
                    help=f"clips drawn per training video per epoch and training process (default {CLIPS_PER_VIDEO}; "
                         f"{CLIPS_PER_VIDEO_OFFICIAL} with --init_checkpoint)")
     t.add_argument("--seed", type=int, default=123, help="training seed (default 123)")
-    t.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1),
+    t.add_argument("--procs", type=int, default=min(2, available_cpus()),
                    help="training processes (PyTorch DDP; gloo on CPU), each drawing its own clips, so N processes "
                         "see N times the clips of one; on 2 free cores, two took 1.1-1.2x the training time of one "
-                        "(default: 2, or 1 on a one-core machine)")
+                        "(default: 2, or 1 where this process may use only one core)")
     t.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per training process (default 1: on this 2.3M-parameter model a second "
                         "thread adds little; a second process adds more)")
